@@ -1,0 +1,414 @@
+package main
+
+// End-to-end tests: the built nsrun binary, driven in the systemd box the way
+// a user runs it, checked from outside with systemctl and the host's view of
+// the box's cgroups.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nsrun/nsrun/internal/box"
+	"github.com/nsrun/nsrun/internal/testutil"
+)
+
+// The suite shares one box and one binary (set up in TestMain).
+var (
+	testBox  *box.Box
+	nsrunBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testutil.Main(m, testutil.MainOptions{HostCheck: true, Setup: setupE2E}))
+}
+
+func setupE2E() (func() error, error) {
+	if box.Supported() != nil {
+		return nil, nil // the box tests skip, or fail under NSRUN_TEST_STRICT=1
+	}
+	dir, err := os.MkdirTemp("", "nsrun-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	nsrunBin = filepath.Join(dir, "nsrun")
+	if src := os.Getenv("NSRUN_BIN"); src != "" {
+		data, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(nsrunBin, data, 0o755)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("copy NSRUN_BIN: %w", err)
+		}
+	} else if out, err := exec.Command("go", "build", "-o", nsrunBin, ".").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("build nsrun: %v\n%s", err, out)
+	}
+	testBox, err = box.Start(context.Background(), box.Options{Shares: []string{dir}})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return func() error {
+		err := testBox.Close()
+		os.RemoveAll(dir)
+		return err
+	}, nil
+}
+
+func requireBox(t *testing.T) {
+	t.Helper()
+	testutil.RequireBox(t)
+	if testBox == nil {
+		t.Fatal("box not started")
+	}
+}
+
+// nsrun prepares nsrun ARGS... in the box, as root or as user u.
+func nsrun(ctx context.Context, u *box.User, args ...string) *exec.Cmd {
+	if u != nil {
+		return testBox.CommandAs(ctx, *u, nsrunBin, args...)
+	}
+	return testBox.Command(ctx, nsrunBin, args...)
+}
+
+// systemctl runs systemctl in the box, for u's manager when u is set.
+func systemctl(t *testing.T, u *box.User, args ...string) string {
+	t.Helper()
+	var out string
+	var err error
+	if u != nil {
+		out, err = testBox.RunAs(context.Background(), *u, "systemctl", append([]string{"--user"}, args...)...)
+	} else {
+		out, err = testBox.Run(context.Background(), "systemctl", args...)
+	}
+	if err != nil {
+		t.Fatalf("systemctl %s: %v", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// showProps reads unit properties with systemctl show.
+func showProps(t *testing.T, u *box.User, unit string, names ...string) map[string]string {
+	t.Helper()
+	props := map[string]string{}
+	out := systemctl(t, u, "show", "--property="+strings.Join(names, ","), unit)
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			props[k] = v
+		}
+	}
+	return props
+}
+
+// waitUnitGone polls until the manager no longer knows unit.
+func waitUnitGone(t *testing.T, u *box.User, unit string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		state := showProps(t, u, unit, "LoadState", "ActiveState")
+		if state["LoadState"] == "not-found" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unit %s still there after nsrun exited: %v", unit, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func uniqueName(t *testing.T, prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e9)
+}
+
+// gate is a workload that says it runs, then waits to be released.
+type gate struct{ dir string }
+
+func newGate(t *testing.T, u *box.User) gate {
+	t.Helper()
+	g := gate{dir: "/tmp/" + uniqueName(t, "nsrun-e2e-gate")}
+	var err error
+	if u != nil {
+		_, err = testBox.RunAs(context.Background(), *u, "mkdir", g.dir)
+	} else {
+		_, err = testBox.Run(context.Background(), "mkdir", g.dir)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = testBox.Run(context.Background(), "rm", "-rf", g.dir) })
+	return g
+}
+
+// script waits for release, then exits with code.
+func (g gate) script(code int) string {
+	return fmt.Sprintf(`echo $$ > %[1]s/ready; while [ ! -e %[1]s/go ]; do sleep 0.02; done; exit %[2]d`, g.dir, code)
+}
+
+func (g gate) waitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := testBox.Run(context.Background(), "test", "-e", g.dir+"/ready"); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("workload did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (g gate) release(t *testing.T) {
+	t.Helper()
+	if _, err := testBox.Run(context.Background(), "touch", g.dir+"/go"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	t.Fatalf("run nsrun: %v", err)
+	return -1
+}
+
+// testScopeInManager is the first vertical slice: a scope in a slice, with
+// Delegate=yes, seen from outside while the workload runs, gone afterwards.
+func testScopeInManager(t *testing.T, u *box.User) {
+	unit := uniqueName(t, "e2e-scope")
+	g := newGate(t, u)
+	cmd := nsrun(context.Background(), u, "--slice=e2e-x.slice", "--unit="+unit, "--", "sh", "-c", g.script(7))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+
+	props := showProps(t, u, unit+".scope", "Slice", "Delegate", "CollectMode", "ActiveState", "ControlGroup")
+	want := map[string]string{"Slice": "e2e-x.slice", "Delegate": "yes", "CollectMode": "inactive-or-failed", "ActiveState": "active"}
+	for k, v := range want {
+		if props[k] != v {
+			t.Errorf("%s.scope: %s=%q, want %q", unit, k, props[k], v)
+		}
+	}
+	cg := props["ControlGroup"]
+	if !strings.HasSuffix(cg, "/e2e.slice/e2e-x.slice/"+unit+".scope") {
+		t.Errorf("ControlGroup=%q, want it under e2e.slice/e2e-x.slice", cg)
+	}
+	// The workload runs in the scope's cgroup (read from the host's side).
+	hostCg := filepath.Join(testBox.Cgroup(), cg)
+	procs, err := os.ReadFile(filepath.Join(hostCg, "cgroup.procs"))
+	if err != nil || len(strings.Fields(string(procs))) < 2 {
+		t.Errorf("scope cgroup %s holds %q (%v), want nsrun and the workload", hostCg, procs, err)
+	}
+	if u != nil {
+		var st syscall.Stat_t
+		if err := syscall.Stat(hostCg, &st); err != nil || int(st.Uid) != u.UID {
+			t.Errorf("delegated cgroup %s owned by uid %d (%v), want %d", hostCg, st.Uid, err, u.UID)
+		}
+	}
+
+	g.release(t)
+	if code := exitCode(t, cmd.Wait()); code != 7 {
+		t.Errorf("nsrun exited %d, want the workload's 7; stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "Running scope as unit: "+unit+".scope") {
+		t.Errorf("stderr %q does not name the unit", stderr.String())
+	}
+	waitUnitGone(t, u, unit+".scope")
+	if _, err := os.Stat(hostCg); err == nil {
+		t.Errorf("cgroup %s still exists after the unit is gone", hostCg)
+	}
+}
+
+func TestScopeSystemManager(t *testing.T) {
+	requireBox(t)
+	testScopeInManager(t, nil)
+}
+
+func TestScopeUserManager(t *testing.T) {
+	requireBox(t)
+	ctx := context.Background()
+	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	testScopeInManager(t, &u)
+}
+
+// TestExitStatus checks the exit status contract of cli.md.
+func TestExitStatus(t *testing.T) {
+	requireBox(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"success", []string{"true"}, 0},
+		{"own status", []string{"sh", "-c", "exit 7"}, 7},
+		{"status 255", []string{"sh", "-c", "exit 255"}, 255},
+		{"SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15},
+		{"SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
+		{"not found", []string{"/nonexistent/cmd"}, 127},
+		{"not executable", []string{"/etc/passwd"}, 126},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unit := uniqueName(t, "e2e-exit")
+			args := append([]string{"-q", "--unit=" + unit, "--"}, tc.args...)
+			out, err := nsrun(context.Background(), nil, args...).CombinedOutput()
+			if code := exitCode(t, err); code != tc.want {
+				t.Errorf("nsrun %s exited %d, want %d; output %q", strings.Join(tc.args, " "), code, tc.want, out)
+			}
+			waitUnitGone(t, nil, unit+".scope")
+		})
+	}
+}
+
+// TestUsageErrorsCreateNothing: a bad value is refused with one line naming
+// it, status 125, before any unit exists.
+func TestUsageErrorsCreateNothing(t *testing.T) {
+	requireBox(t)
+	before := systemctl(t, nil, "list-units", "--all", "--plain", "--no-legend", "*.scope")
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--unit=a b", "true"}, `"a b.scope"`},
+		{[]string{"--unit=x.service", "true"}, `x.service`},
+		{[]string{"--slice=-bad-.slice", "true"}, `-bad-.slice`},
+		{[]string{"-p", "NoSuchProperty=1", "true"}, `NoSuchProperty`},
+		{[]string{"-p", "MemoryMax=12Q", "true"}, `12Q`},
+		{[]string{"-p", "Delegate=no", "true"}, `Delegate`},
+		{[]string{"--no-such-flag", "true"}, `--no-such-flag`},
+		{[]string{}, `no command`},
+	} {
+		out, err := nsrun(context.Background(), nil, tc.args...).CombinedOutput()
+		if code := exitCode(t, err); code != 125 {
+			t.Errorf("nsrun %q exited %d, want 125", tc.args, code)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], tc.says) {
+			t.Errorf("nsrun %q said %q, want one line naming %s", tc.args, out, tc.says)
+		}
+	}
+	if after := systemctl(t, nil, "list-units", "--all", "--plain", "--no-legend", "*.scope"); after != before {
+		t.Errorf("usage errors changed the units:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestExistingUnitNotAdopted: a unit of the requested name is an error, and
+// the existing unit and its processes are left alone.
+func TestExistingUnitNotAdopted(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-busy")
+	g := newGate(t, nil)
+	first := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", g.script(0))
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+
+	out, err := nsrun(context.Background(), nil, "--unit="+unit, "--", "true").CombinedOutput()
+	if code := exitCode(t, err); code != 125 || !strings.Contains(string(out), "already exists") {
+		t.Errorf("second nsrun --unit=%s: exit %d, output %q; want 125 and 'already exists'", unit, code, out)
+	}
+	if state := showProps(t, nil, unit+".scope", "ActiveState")["ActiveState"]; state != "active" {
+		t.Errorf("existing unit is %q after the refused attempt, want active", state)
+	}
+	g.release(t)
+	if code := exitCode(t, first.Wait()); code != 0 {
+		t.Errorf("first nsrun exited %d", code)
+	}
+	waitUnitGone(t, nil, unit+".scope")
+}
+
+// scopeProcs returns the host pids in a scope's cgroup with their comm.
+func scopeProcs(t *testing.T, unit string) map[int]string {
+	t.Helper()
+	cg := showProps(t, nil, unit, "ControlGroup")["ControlGroup"]
+	data, err := os.ReadFile(filepath.Join(testBox.Cgroup(), cg, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := map[int]string{}
+	for _, f := range strings.Fields(string(data)) {
+		var pid int
+		fmt.Sscan(f, &pid)
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		procs[pid] = strings.TrimSpace(string(comm))
+	}
+	return procs
+}
+
+func nsrunPid(t *testing.T, unit string) int {
+	t.Helper()
+	for pid, comm := range scopeProcs(t, unit) {
+		if comm == "nsrun" {
+			return pid
+		}
+	}
+	t.Fatalf("no nsrun process in %s", unit)
+	return 0
+}
+
+func TestSignalsAreForwarded(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-sig")
+	g := newGate(t, nil)
+	script := `trap 'exit 42' TERM; ` + g.script(0)
+	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", script)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+	if err := syscall.Kill(nsrunPid(t, unit+".scope"), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, cmd.Wait()); code != 42 {
+		t.Errorf("after SIGTERM to nsrun, exit %d; want the workload's trap status 42", code)
+	}
+	waitUnitGone(t, nil, unit+".scope")
+}
+
+// TestWorkloadDiesWithNsrun: SIGKILL to nsrun leaves nothing running and the
+// scope is collected.
+func TestWorkloadDiesWithNsrun(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-orphan")
+	g := newGate(t, nil)
+	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", g.script(0))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+	procs := scopeProcs(t, unit+".scope")
+	if err := syscall.Kill(nsrunPid(t, unit+".scope"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitUnitGone(t, nil, unit+".scope")
+	for pid, comm := range procs {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("pid %d (%s) still runs after nsrun was killed", pid, comm)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package units
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// DefaultJobTimeout bounds the wait for systemd to finish starting a scope.
+const DefaultJobTimeout = 30 * time.Second
+
+// ScopeSpec describes a transient scope. Name and Slice are full, validated
+// unit names (see ScopeName and SliceName).
+type ScopeSpec struct {
+	Name        string
+	Slice       string // empty: the manager's default slice
+	Description string
+	PIDs        []int      // processes to move into the scope, e.g. os.Getpid()
+	Properties  []Property // resource and other properties, as ParseProperty makes them
+	JobTimeout  time.Duration
+}
+
+// ScopeProperties builds the property list StartTransientUnit gets for spec:
+// Delegate=yes and CollectMode=inactive-or-failed (so a failed scope never
+// lingers), the spec's own values, then the caller's properties. A caller's
+// assignment replaces an earlier one of the same name (systemd keeps the
+// last), except for list properties, where every assignment adds an entry.
+// Delegation cannot be turned off and PIDs cannot be set: nsrun's guarantees
+// rest on both.
+func ScopeProperties(spec ScopeSpec) ([]Property, error) {
+	props := []Property{
+		{Name: "Delegate", Value: godbus.MakeVariant(true)},
+		{Name: "CollectMode", Value: godbus.MakeVariant("inactive-or-failed")},
+	}
+	if spec.Description != "" {
+		props = append(props, sdbus.PropDescription(spec.Description))
+	}
+	if spec.Slice != "" {
+		props = append(props, sdbus.PropSlice(spec.Slice))
+	}
+	if len(spec.PIDs) > 0 {
+		pids := make([]uint32, len(spec.PIDs))
+		for i, p := range spec.PIDs {
+			pids[i] = uint32(p)
+		}
+		props = append(props, sdbus.PropPids(pids...))
+	}
+	for _, p := range spec.Properties {
+		switch p.Name {
+		case "PIDs":
+			return nil, fmt.Errorf("property PIDs cannot be set: nsrun places its own process in the scope")
+		case "Delegate":
+			if on, _ := p.Value.Value().(bool); !on {
+				return nil, fmt.Errorf("property Delegate=no cannot be set: nsrun needs the scope's cgroup delegated")
+			}
+			continue // already on
+		}
+		if !appendable(p.Name) {
+			props = slices.DeleteFunc(props, func(q Property) bool { return q.Name == p.Name })
+		}
+		props = append(props, p)
+	}
+	return props, nil
+}
+
+// StartScope asks the manager for a transient scope and waits for the job.
+// The job must finish with result "done"; otherwise the unit's failed state
+// is reset and a *JobError returned. A unit that already exists is an error
+// (ErrUnitExists): it is never adopted.
+func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
+	props, err := ScopeProperties(spec)
+	if err != nil {
+		return err
+	}
+	timeout := spec.JobTimeout
+	if timeout == 0 {
+		timeout = DefaultJobTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// Buffered: go-systemd delivers the result while holding its job lock, so
+	// an unbuffered channel nobody reads any more (timeout) would wedge it.
+	done := make(chan string, 1)
+	if _, err := c.sd.StartTransientUnitContext(ctx, spec.Name, "fail", props, done); err != nil {
+		if dbusErrorName(err) == dbusUnitExists {
+			return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
+		}
+		return fmt.Errorf("start unit %s: %w", spec.Name, err)
+	}
+	select {
+	case result := <-done:
+		if result != "done" {
+			_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), spec.Name)
+			return fmt.Errorf("start unit %s: %w", spec.Name, &JobError{Unit: spec.Name, Result: result})
+		}
+		return nil
+	case <-ctx.Done():
+		// The job may still run: stop whatever it made.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = c.sd.StopUnitContext(stopCtx, spec.Name, "replace", nil)
+		_ = c.sd.ResetFailedUnitContext(stopCtx, spec.Name)
+		return fmt.Errorf("start unit %s: wait for job: %w", spec.Name, ctx.Err())
+	}
+}
+
+// ControlGroup returns the cgroup path systemd assigned to a scope, relative
+// to the cgroup v2 root the manager sees.
+func (c *Conn) ControlGroup(ctx context.Context, scope string) (string, error) {
+	p, err := c.sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+	if err != nil {
+		return "", fmt.Errorf("read ControlGroup of %s: %w", scope, err)
+	}
+	cg, ok := p.Value.Value().(string)
+	if !ok || cg == "" {
+		return "", fmt.Errorf("read ControlGroup of %s: unit has no cgroup", scope)
+	}
+	return cg, nil
+}
+
+// appendable properties are lists: every assignment adds an entry.
+func appendable(name string) bool {
+	switch name {
+	case "DeviceAllow", "IOReadBandwidthMax", "IOWriteBandwidthMax", "IOReadIOPSMax",
+		"IOWriteIOPSMax", "IODeviceWeight", "IODeviceLatencyTargetUSec",
+		"BlockIOReadBandwidth", "BlockIOWriteBandwidth", "BlockIODeviceWeight",
+		"After", "Before", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Conflicts",
+		"DisableControllers":
+		return true
+	}
+	return false
+}
