@@ -1,0 +1,78 @@
+# nsrun: build, test, lint, demo, install.
+#
+#   make demo    build, then run a command under nsrun (in the systemd box
+#                when PID 1 is not systemd) and show what happened
+#   make test    unit tests and the box tier (as root); installs what it needs
+#   make lint    gofmt, go vet, staticcheck
+#   make install PREFIX=/usr/local DESTDIR=
+#   make clean
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BIN     := $(CURDIR)/bin
+GO      ?= go
+STATICCHECK_VERSION := v0.8.2
+
+# Debian packages the box tier needs: systemd as the box's PID 1, dbus for its
+# system bus, util-linux (unshare, nsenter, setpriv), passwd (useradd for the
+# box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
+DEB_PACKAGES := systemd dbus util-linux passwd uidmap
+
+.PHONY: all build test test-unit deps lint demo install clean box
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/nsrun ./cmd/nsrun
+	$(GO) build -o $(BIN)/nsrun-box ./internal/box/cmd/nsrun-box
+
+# Install the Debian packages that are missing (needs root and apt-get).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: missing Debian packages:$$missing (run as root)"; exit 1; fi; \
+		echo "make deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+# Unit tests and the box tier, one package at a time (each suite checks the
+# host is as it found it, which another suite's live box would upset).
+# Set NSRUN_TEST_STRICT=1 to turn every skip of
+# a privileged test into a failure (CI does).
+test: deps build
+	NSRUN_BIN=$(BIN)/nsrun $(GO) test -p 1 -count=1 -timeout 20m ./...
+
+# The tests that need no root and no box.
+test-unit:
+	$(GO) test -count=1 ./units/... ./internal/cgv2/... ./internal/archtest/...
+
+lint:
+	@bad=$$(gofmt -l .); \
+		if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+demo: deps build
+	@./contrib/demo.sh $(BIN)
+
+# A box for manual use: prints how to enter it; Ctrl-C tears it down.
+box: deps build
+	$(BIN)/nsrun-box --share=$(BIN)
+
+install: build
+	install -D -m 0755 $(BIN)/nsrun $(DESTDIR)$(PREFIX)/bin/nsrun
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(BIN)/nsrun completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/nsrun
+	$(BIN)/nsrun completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_nsrun
+	$(BIN)/nsrun completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/nsrun.fish
+
+clean:
+	rm -rf $(BIN)

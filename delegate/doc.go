@@ -1,0 +1,11 @@
+// Package delegate owns the delegated cgroup v2 subtree below an nsrun scope:
+// it verifies delegation, creates the supervisor/ and payload/ leaves,
+// enables controllers for them, reads back the limits in force and usage,
+// and kills or freezes the subtree.
+//
+// It never talks D-Bus or BPF, and never writes to the scope's own cgroup
+// files: those belong to systemd.
+//
+// Status: not implemented yet (issue "scopes"); nsrun runs its workload in
+// the scope's cgroup itself until then.
+package delegate
