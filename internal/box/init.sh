@@ -53,6 +53,11 @@ printf '%s\n' "${NSRUN_BOX_SHARES:-}" | while IFS= read -r src; do
 	i=$((i + 1))
 done
 
+# Fresh /proc, /sys and /dev replace the copies of the host's: detach the
+# copies first (this mount namespace only), so the box's mount table does not
+# list hidden host mounts such as the hybrid host's cgroup2 at
+# /sys/fs/cgroup/unified.
+umount -l /proc
 mount -t proc -o nosuid,nodev,noexec proc /proc
 # The box's PID 1 is real root: keep it away from global kernel state
 # (systemd 252 bumps fs.nr_open and fs.file-max at boot).
@@ -62,6 +67,7 @@ if [ -e /proc/sysrq-trigger ]; then
 	mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
 	mount -o remount,bind,ro /proc/sysrq-trigger
 fi
+umount -l /sys
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
 mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup
 
@@ -86,6 +92,7 @@ ln -s /proc/self/fd "$D/fd"
 ln -s /proc/self/fd/0 "$D/stdin"
 ln -s /proc/self/fd/1 "$D/stdout"
 ln -s /proc/self/fd/2 "$D/stderr"
+umount -l /dev
 mount --move "$D" /dev
 
 # Everything systemd, useradd or a test writes lands on tmpfs or an overlay.

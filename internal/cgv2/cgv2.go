@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoUnified reports a host with no cgroup v2 hierarchy mounted.
@@ -16,13 +18,32 @@ var ErrNoUnified = errors.New("no cgroup2 filesystem mounted")
 
 // Mount returns the mount point of the cgroup v2 hierarchy as this process
 // sees it: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a
-// hybrid one.
+// hybrid one. A mount table can list cgroup2 mounts that later mounts hide
+// (a container that mounted a fresh /sys keeps the copied ones below it), so
+// the last listed one whose path really is cgroup2 wins.
 func Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	candidates, err := cgroup2Mounts()
 	if err != nil {
 		return "", err
 	}
+	for i := len(candidates) - 1; i >= 0; i-- {
+		var st unix.Statfs_t
+		if err := unix.Statfs(candidates[i], &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return candidates[i], nil
+		}
+	}
+	return "", ErrNoUnified
+}
+
+// cgroup2Mounts lists the mount points of cgroup2 filesystems in
+// /proc/self/mountinfo order.
+func cgroup2Mounts() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	var mounts []string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -39,13 +60,13 @@ func Mount() (string, error) {
 			continue
 		}
 		if fields[sep+1] == "cgroup2" {
-			return unescapeMountinfo(fields[4]), nil
+			mounts = append(mounts, unescapeMountinfo(fields[4]))
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read /proc/self/mountinfo: %w", err)
+		return nil, fmt.Errorf("read /proc/self/mountinfo: %w", err)
 	}
-	return "", ErrNoUnified
+	return mounts, nil
 }
 
 // Self returns this process's cgroup v2 path relative to the hierarchy root
