@@ -19,13 +19,23 @@ demo() {
 	sleep 0.3
 	echo "   afterwards: $(systemctl show -p LoadState nsrun-demo.scope) (the scope is gone)"
 
-	echo "== 2. refused before anything is created: nsrun -p MemoryMax=12Q -- true"
+	echo "== 2. a bad value is refused before anything is created: nsrun -p MemoryMax=12Q -- true"
 	set +e
 	out=$("$nsrun" -p MemoryMax=12Q -- true 2>&1)
 	rc=$?
 	set -e
-	echo "   $out"
+	echo "$out" | sed 's/^/   /'
 	echo "   exit status $rc"
+
+	echo "== 3. a limit that would not be enforced is refused, not silently dropped:"
+	local offered; offered=$(cat /sys/fs/cgroup/cgroup.controllers)
+	echo "   nsrun -p MemoryMax=64M -- echo hi   (controllers on this cgroup v2 hierarchy: ${offered:-none})"
+	set +e
+	out=$("$nsrun" -p MemoryMax=64M -- echo hi 2>&1)
+	rc=$?
+	set -e
+	echo "$out" | sed 's/^/   /'
+	echo "   exit status $rc; with --allow-degraded it runs and warns instead"
 }
 
 demo_user() {
@@ -33,7 +43,7 @@ demo_user() {
 	id -u "$user" >/dev/null 2>&1 || useradd --no-log-init --create-home --user-group --shell /bin/sh "$user"
 	local uid; uid=$(id -u "$user")
 	systemctl start "user@$uid.service"
-	echo "== 3. unprivileged user $user, its own user manager (user@$uid.service)"
+	echo "== 4. unprivileged user $user, its own user manager (user@$uid.service)"
 	setpriv --reuid="$uid" --regid="$(id -g "$user")" --init-groups -- \
 		env -i PATH=/usr/bin:/bin HOME="/home/$user" XDG_RUNTIME_DIR="/run/user/$uid" \
 		"$nsrun" --slice=demo.slice --unit=nsrun-demo -- sh -c '

@@ -6,6 +6,7 @@
 // It never talks D-Bus or BPF, and never writes to the scope's own cgroup
 // files: those belong to systemd.
 //
-// Status: not implemented yet (issue "scopes"); nsrun runs its workload in
-// the scope's cgroup itself until then.
+// Status: only the controller availability check exists (Controllers,
+// Check); the leaves, read-back of limits and kill/freeze come with the
+// issue "scopes". Until then nsrun runs its workload in the scope's cgroup.
 package delegate

@@ -412,3 +412,96 @@ func TestWorkloadDiesWithNsrun(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitsNotInForce: a limit whose controller the scope lacks is refused
+// (125, naming the property and the controller, the scope gone), and runs
+// with a warning under --allow-degraded. Whether the controller exists is
+// read from the box's own cgroup, so the test holds on hybrid and unified
+// hosts alike.
+func TestLimitsNotInForce(t *testing.T) {
+	requireBox(t)
+	ctrls, err := testBox.Controllers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := testBox.EnsureUser(context.Background(), "nsrun-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []*box.User{nil, &u} {
+		for _, tc := range []struct{ prop, sent, ctrl string }{
+			{"MemoryMax=64M", "MemoryMax", "memory"},
+			{"TasksMax=10", "TasksMax", "pids"},
+			{"CPUQuota=20%", "CPUQuotaPerSecUSec", "cpu"},
+		} {
+			name := tc.prop
+			if who != nil {
+				name += " as user"
+			}
+			t.Run(name, func(t *testing.T) {
+				unit := uniqueName(t, "e2e-limit")
+				if strings.Contains(" "+strings.Join(ctrls, " ")+" ", " "+tc.ctrl+" ") {
+					// A host whose v2 hierarchy has the controller: no refusal.
+					out, err := nsrun(context.Background(), who, "-q", "--unit="+unit, "-p", tc.prop, "--", "true").CombinedOutput()
+					if code := exitCode(t, err); code != 0 || strings.Contains(string(out), "not in force") {
+						t.Errorf("with the %s controller available: exit %d, output %q", tc.ctrl, code, out)
+					}
+					waitUnitGone(t, who, unit+".scope")
+					return
+				}
+				out, err := nsrun(context.Background(), who, "-q", "--unit="+unit, "-p", tc.prop, "--", "sh", "-c", "echo WORKLOAD RAN").CombinedOutput()
+				if code := exitCode(t, err); code != 125 {
+					t.Errorf("exit %d, want 125; output %q", code, out)
+				}
+				for _, want := range []string{tc.sent + " not in force", "the " + tc.ctrl + " controller", "--allow-degraded"} {
+					if !strings.Contains(string(out), want) {
+						t.Errorf("output %q does not say %q", out, want)
+					}
+				}
+				if strings.Contains(string(out), "WORKLOAD RAN") {
+					t.Error("the workload ran although its limit was not in force")
+				}
+				waitUnitGone(t, who, unit+".scope")
+
+				out, err = nsrun(context.Background(), who, "-q", "--allow-degraded", "--unit="+unit, "-p", tc.prop, "--", "sh", "-c", "echo WORKLOAD RAN").CombinedOutput()
+				if code := exitCode(t, err); code != 0 {
+					t.Errorf("--allow-degraded: exit %d, want 0; output %q", code, out)
+				}
+				if !strings.Contains(string(out), "WORKLOAD RAN") || !strings.Contains(string(out), "warning: "+tc.sent+" not in force") {
+					t.Errorf("--allow-degraded: output %q, want the workload's output and a warning", out)
+				}
+				waitUnitGone(t, who, unit+".scope")
+			})
+		}
+	}
+}
+
+// TestPropertiesReachTheUnit: -p values arrive as systemd reads them back.
+func TestPropertiesReachTheUnit(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-props")
+	g := newGate(t, nil)
+	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--description=e2e props",
+		"-p", "KillMode=mixed", "-p", "CollectMode=inactive", "-p", "RuntimeMaxSec=5min",
+		"-p", "SendSIGHUP=yes", "--", "sh", "-c", g.script(0))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+	got := showProps(t, nil, unit+".scope", "KillMode", "CollectMode", "RuntimeMaxUSec", "SendSIGHUP", "Description", "Delegate")
+	want := map[string]string{"KillMode": "mixed", "CollectMode": "inactive", "RuntimeMaxUSec": "5min",
+		"SendSIGHUP": "yes", "Description": "e2e props", "Delegate": "yes"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
+	}
+	g.release(t)
+	if code := exitCode(t, cmd.Wait()); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	waitUnitGone(t, nil, unit+".scope")
+}

@@ -21,12 +21,13 @@ import (
 
 // runOptions are the flags of "nsrun run".
 type runOptions struct {
-	system, user bool
-	unit         string
-	slice        string
-	description  string
-	properties   []string
-	quiet        bool
+	system, user  bool
+	unit          string
+	slice         string
+	description   string
+	properties    []string
+	quiet         bool
+	allowDegraded bool
 }
 
 func (o *runOptions) addFlags(cmd *cobra.Command) {
@@ -38,6 +39,7 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.description, "description", "", "description of the scope")
 	f.StringArrayVarP(&o.properties, "property", "p", nil, "unit property NAME=VALUE in systemd's own syntax (repeatable)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
+	f.BoolVar(&o.allowDegraded, "allow-degraded", false, "run even when a requested limit cannot be put in force (warn instead of refusing)")
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
@@ -126,6 +128,21 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	p.scope.PIDs = []int{os.Getpid()}
 	if err := conn.StartScope(ctx, p.scope); err != nil {
 		return &exitError{code: exitNsrunFailed, err: withHint(err, p)}
+	}
+	// Fail closed: a limit systemd accepted but cannot enforce is refused
+	// unless the user allowed degrading. Returning leaves the scope empty,
+	// and systemd stops and collects it.
+	problems, err := notInForce(ctx, conn, p)
+	if err != nil {
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits of %s: %w", p.scope.Name, err)}
+	}
+	if len(problems) > 0 {
+		if !o.allowDegraded {
+			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("refusing to run: %s\nnsrun: pass --allow-degraded to run without them", strings.Join(problems, "\nnsrun: "))}
+		}
+		for _, l := range problems {
+			fmt.Fprintf(os.Stderr, "nsrun: warning: %s; running anyway (--allow-degraded)\n", l)
+		}
 	}
 	if !o.quiet {
 		fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
