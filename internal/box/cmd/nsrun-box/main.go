@@ -59,7 +59,10 @@ func run() int {
 	}
 
 	if flag.NArg() == 0 {
-		fmt.Printf("enter the box with:\n  %s /bin/bash -l\n", strings.Join(b.EnterArgs(), " "))
+		// The shell joins the box's cgroup first, so that tearing the box
+		// down ends it too.
+		fmt.Printf("enter the box with:\n  sh -c 'echo $$ > %s/cgroup.procs && exec %s /bin/bash -l'\n",
+			b.Cgroup(), strings.Join(b.EnterArgs(), " "))
 		fmt.Println("Ctrl-C (or SIGTERM) tears it down.")
 		<-ctx.Done()
 		return 0
