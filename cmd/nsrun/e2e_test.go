@@ -167,6 +167,18 @@ func (g gate) waitReady(t *testing.T) {
 	}
 }
 
+// startGated starts nsrun ARGS... -- sh -c SCRIPT and waits until the
+// workload runs.
+func startGated(t *testing.T, u *box.User, g gate, script string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := nsrun(context.Background(), u, append(args, "--", "sh", "-c", script)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitReady(t)
+	return cmd
+}
+
 func (g gate) release(t *testing.T) {
 	t.Helper()
 	if _, err := testBox.Run(context.Background(), "touch", g.dir+"/go"); err != nil {
@@ -321,11 +333,7 @@ func TestExistingUnitNotAdopted(t *testing.T) {
 	requireBox(t)
 	unit := uniqueName(t, "e2e-busy")
 	g := newGate(t, nil)
-	first := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", g.script(0))
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.waitReady(t)
+	first := startGated(t, nil, g, g.script(0), "-q", "--unit="+unit)
 
 	out, err := nsrun(context.Background(), nil, "--unit="+unit, "--", "true").CombinedOutput()
 	if code := exitCode(t, err); code != 125 || !strings.Contains(string(out), "already exists") {
@@ -375,11 +383,7 @@ func TestSignalsAreForwarded(t *testing.T) {
 	unit := uniqueName(t, "e2e-sig")
 	g := newGate(t, nil)
 	script := `trap 'exit 42' TERM; ` + g.script(0)
-	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", script)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.waitReady(t)
+	cmd := startGated(t, nil, g, script, "-q", "--unit="+unit)
 	if err := syscall.Kill(nsrunPid(t, unit+".scope"), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -395,11 +399,7 @@ func TestWorkloadDiesWithNsrun(t *testing.T) {
 	requireBox(t)
 	unit := uniqueName(t, "e2e-orphan")
 	g := newGate(t, nil)
-	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", g.script(0))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.waitReady(t)
+	cmd := startGated(t, nil, g, g.script(0), "-q", "--unit="+unit)
 	procs := scopeProcs(t, unit+".scope")
 	if err := syscall.Kill(nsrunPid(t, unit+".scope"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -484,13 +484,9 @@ func TestPropertiesReachTheUnit(t *testing.T) {
 	requireBox(t)
 	unit := uniqueName(t, "e2e-props")
 	g := newGate(t, nil)
-	cmd := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--description=e2e props",
+	cmd := startGated(t, nil, g, g.script(0), "-q", "--unit="+unit, "--description=e2e props",
 		"-p", "KillMode=mixed", "-p", "CollectMode=inactive", "-p", "RuntimeMaxSec=5min",
-		"-p", "SendSIGHUP=yes", "--", "sh", "-c", g.script(0))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.waitReady(t)
+		"-p", "SendSIGHUP=yes")
 	got := showProps(t, nil, unit+".scope", "KillMode", "CollectMode", "RuntimeMaxUSec", "SendSIGHUP", "Description", "Delegate")
 	want := map[string]string{"KillMode": "mixed", "CollectMode": "inactive", "RuntimeMaxUSec": "5min",
 		"SendSIGHUP": "yes", "Description": "e2e props", "Delegate": "yes"}

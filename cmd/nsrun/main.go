@@ -63,38 +63,29 @@ func execute(args []string) int {
 }
 
 func newRootCmd() *cobra.Command {
-	opts := &runOptions{}
-	root := &cobra.Command{
-		Use:   "nsrun [run] [OPTIONS] [--] COMMAND [ARG...]",
-		Short: "Run a command in a transient systemd scope with a delegated cgroup",
-		Long: `nsrun runs COMMAND in a transient systemd scope (Delegate=yes,
+	root := newRunCmd("nsrun [run] [OPTIONS] [--] COMMAND [ARG...]",
+		"Run a command in a transient systemd scope with a delegated cgroup")
+	root.Long = `nsrun runs COMMAND in a transient systemd scope (Delegate=yes,
 CollectMode=inactive-or-failed) created over D-Bus, in the slice and with the
 properties you ask for, and exits with COMMAND's status: 128+N when it died of
 signal N, 125 for nsrun's own errors, 126 when COMMAND is not executable, 127
 when it is not found.
 
 "nsrun run ..." and "nsrun ..." are the same. Use "nsrun -- COMMAND" when
-COMMAND has the name of an nsrun subcommand.`,
-		Args:          cobra.ArbitraryArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCommand(cmd, opts, args)
-		},
-	}
-	opts.addFlags(root)
-	root.Flags().SetInterspersed(false)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
-	root.AddCommand(newRunCmd())
+COMMAND has the name of an nsrun subcommand.`
+	root.AddCommand(newRunCmd("run [OPTIONS] [--] COMMAND [ARG...]",
+		"Run COMMAND in a transient scope (the default command)"))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }
 
-func newRunCmd() *cobra.Command {
+// newRunCmd makes a command that runs COMMAND under nsrun: the root command
+// and "run" are the same.
+func newRunCmd(use, short string) *cobra.Command {
 	opts := &runOptions{}
 	cmd := &cobra.Command{
-		Use:           "run [OPTIONS] [--] COMMAND [ARG...]",
-		Short:         "Run COMMAND in a transient scope (the default command)",
+		Use:           use,
+		Short:         short,
 		Args:          cobra.ArbitraryArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -103,6 +94,7 @@ func newRunCmd() *cobra.Command {
 		},
 	}
 	opts.addFlags(cmd)
+	// Flags end at COMMAND: "nsrun sh -c ..." must not read -c as nsrun's.
 	cmd.Flags().SetInterspersed(false)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
 	return cmd
