@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/nsrun/nsrun/units"
@@ -121,13 +122,14 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
 	}
-	defer conn.Close()
+	closeConn := sync.OnceFunc(conn.Close)
+	defer closeConn()
 
 	// nsrun moves itself into the scope before the workload exists, so the
 	// workload never runs outside it.
 	p.scope.PIDs = []int{os.Getpid()}
 	if err := conn.StartScope(ctx, p.scope); err != nil {
-		return &exitError{code: exitNsrunFailed, err: withHint(err, p)}
+		return &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
 	// Fail closed: a limit systemd accepted but cannot enforce is refused
 	// unless the user allowed degrading. Returning leaves the scope empty,
@@ -147,11 +149,11 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if !o.quiet {
 		fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
 	}
-	conn.Close() // nothing more to ask; the scope goes away when it is empty
+	closeConn() // nothing more to ask; the scope goes away when it is empty
 	return supervise(p)
 }
 
-func withHint(err error, p *runPlan) error {
+func withHint(err error) error {
 	if errors.Is(err, units.ErrUnitExists) {
 		return fmt.Errorf("%w (nsrun never adopts an existing unit: choose another --unit)", err)
 	}
