@@ -479,6 +479,19 @@ func TestLimitsNotInForce(t *testing.T) {
 	}
 }
 
+// TestLongCommandDescription: the default description is the command line,
+// cut to 200 bytes on a character boundary (D-Bus refuses invalid UTF-8).
+func TestLongCommandDescription(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-desc")
+	long := ": " + strings.Repeat("0", 184) + strings.Repeat("€", 8)
+	out, err := nsrun(context.Background(), nil, "-q", "--unit="+unit, "--", "sh", "-c", long).CombinedOutput()
+	if code := exitCode(t, err); code != 0 {
+		t.Errorf("exit %d, output %q", code, out)
+	}
+	waitUnitGone(t, nil, unit+".scope")
+}
+
 // TestPropertiesReachTheUnit: -p values arrive as systemd reads them back.
 func TestPropertiesReachTheUnit(t *testing.T) {
 	requireBox(t)

@@ -85,7 +85,8 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	if p.scope.Description == "" {
 		p.scope.Description = "nsrun: " + strings.Join(args, " ")
 		if len(p.scope.Description) > 200 {
-			p.scope.Description = p.scope.Description[:200]
+			// Cut on a character boundary: D-Bus strings must be valid UTF-8.
+			p.scope.Description = strings.ToValidUTF8(p.scope.Description[:200], "")
 		}
 	}
 	for _, a := range o.properties {
