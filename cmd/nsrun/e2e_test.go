@@ -464,6 +464,12 @@ func TestLimitsNotInForce(t *testing.T) {
 				if strings.Contains(string(out), "WORKLOAD RAN") {
 					t.Error("the workload ran although its limit was not in force")
 				}
+				// The box's whole hierarchy lacks the controller: that is known
+				// before any unit exists, so none was made (a rerun with the
+				// same --unit must not meet a leftover).
+				if state := showProps(t, who, unit+".scope", "LoadState")["LoadState"]; state != "not-found" {
+					t.Errorf("after the refusal the unit is %q, want not-found at once", state)
+				}
 				waitUnitGone(t, who, unit+".scope")
 
 				out, err = nsrun(context.Background(), who, "-q", "--allow-degraded", "--unit="+unit, "-p", tc.prop, "--", "sh", "-c", "echo WORKLOAD RAN").CombinedOutput()

@@ -119,6 +119,16 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// Fail closed: a limit systemd would accept but cannot enforce is
+	// refused unless the user allowed degrading. A controller the whole
+	// hierarchy lacks is found before any unit exists.
+	problems, onHost, err := missingOnHost(p)
+	if err != nil {
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits: %w", err)}
+	}
+	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
+		return err
+	}
 	conn, err := units.Dial(ctx, p.manager)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
@@ -132,20 +142,15 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if err := conn.StartScope(ctx, p.scope); err != nil {
 		return &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
-	// Fail closed: a limit systemd accepted but cannot enforce is refused
-	// unless the user allowed degrading. Returning leaves the scope empty,
-	// and systemd stops and collects it.
-	problems, err := notInForce(ctx, conn, p)
+	// A controller the host has but the scope did not get (not delegated to
+	// a user manager, not enabled) shows only now. Returning leaves the
+	// scope empty, and systemd stops and collects it once nsrun has exited.
+	problems, err = notInForce(ctx, conn, p, onHost)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits of %s: %w", p.scope.Name, err)}
 	}
-	if len(problems) > 0 {
-		if !o.allowDegraded {
-			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("refusing to run: %s\nnsrun: pass --allow-degraded to run without them", strings.Join(problems, "\nnsrun: "))}
-		}
-		for _, l := range problems {
-			fmt.Fprintf(os.Stderr, "nsrun: warning: %s; running anyway (--allow-degraded)\n", l)
-		}
+	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
+		return err
 	}
 	if !o.quiet {
 		fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
