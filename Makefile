@@ -50,7 +50,7 @@ test: deps build
 
 # The tests that need no root and no box.
 test-unit:
-	$(GO) test -count=1 ./units/... ./internal/cgv2/... ./internal/archtest/...
+	$(GO) test -count=1 ./units/... ./delegate/... ./internal/cgv2/... ./internal/archtest/...
 
 lint:
 	@bad=$$(gofmt -l .); \

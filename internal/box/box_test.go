@@ -93,10 +93,6 @@ func TestBoxIsContained(t *testing.T) {
 	if _, err := b.Run(ctx, "sh", "-c", "cat /proc/sys/fs/nr_open > /proc/sys/fs/nr_open"); err == nil {
 		t.Error("writing a sysctl in the box succeeded; /proc/sys must be read-only")
 	}
-	hostDev, err := os.Stat("/dev")
-	if err != nil {
-		t.Fatal(err)
-	}
 	out, err := b.Run(ctx, "stat", "-f", "-c", "%T", "/dev", "/tmp", "/run", "/var/tmp", "/home")
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +103,6 @@ func TestBoxIsContained(t *testing.T) {
 			break
 		}
 	}
-	_ = hostDev
 	out, err = b.Run(ctx, "stat", "-f", "-c", "%T", "/etc")
 	if err != nil || strings.TrimSpace(out) != "overlayfs" {
 		t.Errorf("box /etc is %q (%v), want overlayfs", out, err)
