@@ -100,11 +100,12 @@ func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 		}
 		return nil
 	case <-ctx.Done():
-		// The job may still run: stop whatever it made.
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		// No StopUnit here: the scope may already hold the caller (PIDs), and
+		// stopping it would kill the caller before it can report. A scope
+		// left empty is stopped and collected by systemd (CollectMode).
+		resetCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_, _ = c.sd.StopUnitContext(stopCtx, spec.Name, "replace", nil)
-		_ = c.sd.ResetFailedUnitContext(stopCtx, spec.Name)
+		_ = c.sd.ResetFailedUnitContext(resetCtx, spec.Name)
 		return fmt.Errorf("start unit %s: wait for job: %w", spec.Name, ctx.Err())
 	}
 }
