@@ -112,7 +112,7 @@ func Start(ctx context.Context, opts Options) (b *Box, retErr error) {
 		return nil, err
 	}
 	sweepStale(parent)
-	name := "nsrun-box-" + randomID()
+	name := fmt.Sprintf("nsrun-box-%s-%s", OwnerTag(), randomID())
 	b = &Box{
 		name:        name,
 		cgroup:      filepath.Join(parent, name),

@@ -54,12 +54,22 @@ func sweepStale(parent string) {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), "nsrun-box-") {
 			continue
 		}
+		// A box of another live process may be empty for a moment
+		// while it starts: leave it alone.
+		if pid, ok := TagOwner(e.Name()); ok && pid != os.Getpid() && processAlive(pid) {
+			continue
+		}
 		dir := filepath.Join(parent, e.Name())
 		if populated(dir) {
 			continue
 		}
 		_ = removeCgroupTree(dir, time.Second)
 	}
+}
+
+func processAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || err == unix.EPERM
 }
 
 func populated(dir string) bool {
@@ -130,4 +140,23 @@ func killCgroupProcs(dir string, keep int) {
 			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 	}
+}
+
+// OwnerTag is the mark ("p" and this process's pid) that test-made cgroups
+// carry in their name, so that test processes running side by side on one
+// host can tell their own leftovers from another's live boxes.
+func OwnerTag() string { return "p" + strconv.Itoa(os.Getpid()) }
+
+// TagOwner finds an OwnerTag in a cgroup path ("...-p1234-...") and returns
+// the pid in it.
+func TagOwner(path string) (int, bool) {
+	for _, part := range strings.FieldsFunc(path, func(r rune) bool { return r == '-' || r == '/' }) {
+		if len(part) < 2 || part[0] != 'p' {
+			continue
+		}
+		if pid, err := strconv.Atoi(part[1:]); err == nil && pid > 0 {
+			return pid, true
+		}
+	}
+	return 0, false
 }

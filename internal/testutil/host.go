@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nsrun/nsrun/internal/box"
 	"github.com/nsrun/nsrun/internal/cgv2"
+	"golang.org/x/sys/unix"
 )
 
 // HostState is what a test suite must leave as it found it.
@@ -62,17 +64,31 @@ func (h *HostState) Compare() []string {
 	}
 	os.Remove(h.canary)
 	for cg := range nsrunCgroups() {
-		if !h.cgroups[cg] {
+		if !h.cgroups[cg] && !otherOwner(cg) {
 			problems = append(problems, "cgroup left behind: "+cg)
 		}
 	}
 	for pid, cmdline := range systemdProcesses() {
-		if _, ok := h.systemds[pid]; !ok {
+		cg, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+		if _, ok := h.systemds[pid]; !ok && !otherOwner(string(cg)) {
 			problems = append(problems, fmt.Sprintf("systemd still running: pid %d (%s)", pid, cmdline))
 		}
 	}
 	sort.Strings(problems)
 	return problems
+}
+
+// otherOwner tells whether a cgroup path belongs to another test process
+// that is still running (it carries that process's box.OwnerTag): test
+// suites run side by side on these machines, and one must not blame
+// another's live box on itself.
+func otherOwner(path string) bool {
+	pid, ok := box.TagOwner(path)
+	if !ok || pid == os.Getpid() {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || err == unix.EPERM
 }
 
 func mountLines() ([]string, error) {
