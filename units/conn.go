@@ -92,7 +92,13 @@ func Dial(ctx context.Context, m Manager) (*Conn, error) {
 		}
 		return &Conn{sd: sd, manager: m, via: addr}, nil
 	}
-	return nil, fmt.Errorf("connect to %s manager: %w: %w", m, ErrNoManager, errors.Join(errs...))
+	hint := ""
+	if m == User {
+		hint = fmt.Sprintf(" (is systemd --user running for uid %d? A login session starts it, or loginctl enable-linger; the session bus needs the dbus-user-session package)", os.Getuid())
+	} else {
+		hint = " (is systemd the service manager here? The system bus needs the dbus package)"
+	}
+	return nil, fmt.Errorf("connect to %s manager: %w%s: %w", m, ErrNoManager, hint, errors.Join(errs...))
 }
 
 // dialAuth opens one authenticated connection. The connection is not bound

@@ -40,6 +40,11 @@ func setupE2E() (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Box users run the binary too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	nsrunBin = filepath.Join(dir, "nsrun")
 	if src := os.Getenv("NSRUN_BIN"); src != "" {
 		data, err := os.ReadFile(src)
@@ -401,7 +406,8 @@ func cgroupComms(t *testing.T, dir string) []string {
 func nsrunPid(t *testing.T, unit string) int {
 	t.Helper()
 	for pid, comm := range scopeProcs(t, unit) {
-		if comm == "nsrun" {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if comm == "nsrun" && !strings.Contains(string(cmdline), watchArg) {
 			return pid
 		}
 	}

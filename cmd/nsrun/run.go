@@ -266,6 +266,7 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 	if err := conn.StartScope(ctx, p.scope); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
+	stopForTest("scope")
 	cg, err := conn.ControlGroup(ctx, p.scope.Name)
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
@@ -273,6 +274,7 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 	if pl.tree, err = delegate.Setup(delegate.ScopeDir(mount, cg)); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("take over %s: %w", p.scope.Name, err)}
 	}
+	stopForTest("leaves")
 	return pl, nil
 }
 
@@ -404,6 +406,7 @@ func supervise(p *runPlan, pl *placement) error {
 	if relay != nil {
 		relay.start()
 	}
+	stopForTest("started")
 	var waitErr error
 loop:
 	for {
@@ -475,4 +478,13 @@ func randomHex(n int) string {
 		panic(err) // crypto/rand does not fail on Linux
 	}
 	return hex.EncodeToString(b)
+}
+
+// stopForTest stops nsrun (SIGSTOP) at a named point of its set-up when
+// NSRUN_TEST_STOP_AT names it, so tests can kill it exactly there and check
+// that nothing is left behind. It changes nothing else.
+func stopForTest(point string) {
+	if os.Getenv("NSRUN_TEST_STOP_AT") == point {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	}
 }
