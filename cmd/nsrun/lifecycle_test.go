@@ -451,6 +451,12 @@ func TestListFiltersByLayout(t *testing.T) {
 	if made && (len(payload) != 0 || len(supervisor) != 0) {
 		t.Errorf("the leaves the test made hold processes: %v %v", payload, supervisor)
 	}
+	// UNIT arguments complete to the sandboxes.
+	for _, sub := range []string{"status", "stop", "kill", "freeze", "thaw"} {
+		if out := lcOK(t, nil, "__complete", sub, ""); !strings.Contains(out, unit+"\n") {
+			t.Errorf("completion of nsrun %s UNIT does not offer %s:\n%s", sub, unit, out)
+		}
+	}
 
 	g.release(t)
 	if code := exitCode(t, cmd.Wait()); code != 0 {
@@ -459,6 +465,45 @@ func TestListFiltersByLayout(t *testing.T) {
 	waitUnitGone(t, nil, unit)
 	if _, err := os.Stat(hostCg); err == nil {
 		t.Errorf("cgroup %s (with the leaves) still exists after the unit is gone", hostCg)
+	}
+}
+
+// TestLifecycleService: a delegated service (what in-place mode runs in) is
+// listed by --all, shown by status and stopped by stop.
+func TestLifecycleService(t *testing.T) {
+	requireBox(t)
+	unit := uniqueName(t, "e2e-svc") + ".service"
+	if _, err := testBox.Run(context.Background(), "systemd-run", "--unit="+unit, "-p", "Delegate=yes", "sleep", "1000"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = testBox.Run(context.Background(), "systemctl", "stop", unit) })
+	cg := showProps(t, nil, unit, "ControlGroup")["ControlGroup"]
+	hostCg := filepath.Join(testBox.Cgroup(), cg)
+
+	e := listed(t, lcJSON(t, nil, "list", "--all", "--json"), unit)
+	if e == nil || e["type"] != "service" || e["delegate"] != true {
+		t.Errorf("list --all: %s shown as %v, want a delegated service", unit, e)
+	}
+	if listed(t, lcJSON(t, nil, "list", "--json"), unit) != nil && !hasLeaves(hostCg) {
+		t.Errorf("list shows %s although it has no nsrun leaves", unit)
+	}
+	st := lcJSON(t, nil, "status", "--json", unit)
+	if st["type"] != "service" || st["active_state"] != "active" || st["control_group"] != cg {
+		t.Errorf("status %s: type %v, active_state %v, control_group %v", unit, st["type"], st["active_state"], st["control_group"])
+	}
+	pids := hostPids(t, hostCg)
+	if len(jsonPids(t, st["workload_pids"])) != len(pids) || len(pids) == 0 {
+		t.Errorf("workload_pids %v, want the %d processes of the service", st["workload_pids"], len(pids))
+	}
+	lcOK(t, nil, "stop", unit)
+	waitUnitGone(t, nil, unit)
+	if _, err := os.Stat(hostCg); err == nil {
+		t.Errorf("cgroup %s still exists after stop", hostCg)
+	}
+	for _, p := range pids {
+		if err := syscall.Kill(p, 0); err == nil {
+			t.Errorf("pid %d of the stopped service still runs", p)
+		}
 	}
 }
 
