@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsrun/nsrun/delegate"
 	"github.com/nsrun/nsrun/internal/box"
 )
 
@@ -514,4 +515,47 @@ func hasLeaves(dir string) bool {
 		}
 	}
 	return true
+}
+
+// TestUsageJSONKeepsUnknown: an unknown value stays null in the JSON and
+// "unknown" in the table; a read 0 stays 0.
+func TestUsageJSONKeepsUnknown(t *testing.T) {
+	zero := uint64(0)
+	u := usageToJSON(delegate.Usage{PidsCurrent: &zero, CPU: &delegate.CPUStat{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500}})
+	data, err := json.Marshal(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"memory_current_bytes", "memory_peak_bytes", "io", "memory_events", "populated", "frozen"} {
+		if v, ok := m[k]; !ok || v != nil {
+			t.Errorf("%s = %v (present %v), want null", k, v, ok)
+		}
+	}
+	if m["pids_current"] != 0.0 || m["cpu_usage_usec"] != 1500.0 || m["cpu_system_usec"] != 500.0 {
+		t.Errorf("known values lost: %s", data)
+	}
+	io := usageToJSON(delegate.Usage{IO: []delegate.IOStat{}}).IO
+	if io == nil || len(io) != 0 {
+		t.Errorf("known empty io.stat became %#v, want []", io)
+	}
+
+	var b strings.Builder
+	st := &statusJSON{unitJSON: unitJSON{Unit: "x.scope", ControlGroup: new(string)}, Usage: u}
+	if err := printStatus(&b, st, [][2]string{{"Namespaces", "ext"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Memory:      unknown", "Tasks:       0", "IO:          unknown", "CPU:         2ms (user 1ms, system 1ms)", "Namespaces:  ext"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, b.String())
+		}
+	}
+	for in, want := range map[uint64]string{0: "0B", 1023: "1023B", 1536: "1.5K", 3 << 30: "3.0G"} {
+		if got := bytesText(&in); got != want {
+			t.Errorf("bytesText(%d) = %q, want %q", in, got, want)
+		}
+	}
 }
