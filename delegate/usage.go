@@ -12,19 +12,11 @@ import (
 	"strings"
 )
 
-// The leaves nsrun makes below a sandbox's cgroup: nsrun itself runs in the
-// supervisor leaf, the workload in the payload leaf (the cgroup v2
-// no-internal-process rule keeps both out of the scope's own cgroup).
-const (
-	layoutSupervisor = "supervisor"
-	layoutPayload    = "payload"
-)
-
 // IsSandbox says whether the cgroup at dir has nsrun's layout: both the
 // supervisor/ and the payload/ leaves exist as cgroups below it. This is how
 // nsrun recognises its sandboxes; it never trusts files inside a sandbox.
 func IsSandbox(dir string) bool {
-	for _, leaf := range []string{layoutSupervisor, layoutPayload} {
+	for _, leaf := range []string{SupervisorLeaf, PayloadLeaf} {
 		if _, err := os.Stat(filepath.Join(dir, leaf, "cgroup.procs")); err != nil {
 			return false
 		}
@@ -36,7 +28,7 @@ func IsSandbox(dir string) bool {
 // with nsrun's layout, dir itself otherwise.
 func PayloadDir(dir string) string {
 	if IsSandbox(dir) {
-		return filepath.Join(dir, layoutPayload)
+		return filepath.Join(dir, PayloadLeaf)
 	}
 	return dir
 }
@@ -45,7 +37,7 @@ func PayloadDir(dir string) string {
 // nsrun layout.
 func SupervisorDir(dir string) string {
 	if IsSandbox(dir) {
-		return filepath.Join(dir, layoutSupervisor)
+		return filepath.Join(dir, SupervisorLeaf)
 	}
 	return ""
 }

@@ -163,9 +163,9 @@ type statusJSON struct {
 	SchemaVersion int    `json:"schema_version"`
 	Manager       string `json:"manager"`
 	unitJSON
-	SupervisorPids []int      `json:"supervisor_pids"`
-	Limits         any        `json:"limits"`
-	Usage          *usageJSON `json:"usage"`
+	SupervisorPids []int       `json:"supervisor_pids"`
+	Limits         *limitsJSON `json:"limits"`
+	Usage          *usageJSON  `json:"usage"`
 	// Extension points, filled by the issues that add these parts
 	// (fillExtensions); omitted until then.
 	Namespaces any `json:"namespaces,omitempty"`
@@ -365,11 +365,33 @@ func orDash(s string) string {
 
 // --- status ---
 
-// readLimits is the hook for the limits in force. HOOK(limits): the lead's
-// delegate.ReadLimits(dir) (memory.max/high/low/min/swap.max, cpu.max,
-// cpu.weight, cpuset, pids.max, io.max, io.weight) replaces this once it is
-// on main; until then status prints "limits": null ("not read back").
-func readLimits(_ string) (any, error) { return nil, nil }
+// limitsJSON are the limits in force, as the kernel holds them: cgroup file
+// name -> its content. A file that is absent (its controller is not enabled
+// for the cgroup) is left out: nothing of it is in force there.
+type limitsJSON struct {
+	// Cgroup: the unit's own cgroup, where its manager writes the unit's
+	// resource properties.
+	Cgroup delegate.Limits `json:"cgroup"`
+	// Payload: payload/, where nsrun in place writes limits; null when the
+	// cgroup has no nsrun layout.
+	Payload delegate.Limits `json:"payload"`
+}
+
+// readLimits reads the limits in force for the unit's cgroup at dir and, in
+// a sandbox, for its payload/ leaf.
+func readLimits(dir string, sandbox bool) (*limitsJSON, error) {
+	l := &limitsJSON{}
+	var err error
+	if l.Cgroup, err = delegate.ReadLimits(dir); err != nil {
+		return nil, err
+	}
+	if sandbox {
+		if l.Payload, err = delegate.ReadLimits(delegate.PayloadDir(dir)); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
 
 // fillExtensions is where the other issues add their parts of status: the
 // namespaces (issue "namespaces"), the device policy (issue "devices") and
@@ -431,7 +453,7 @@ func readStatus(ctx context.Context, conn *units.Conn, name string) (*statusJSON
 			}
 			st.SupervisorPids = nonNil(st.SupervisorPids)
 		}
-		if st.Limits, err = readLimits(dir); err != nil {
+		if st.Limits, err = readLimits(dir, head.Sandbox); err != nil {
 			return nil, nil, err
 		}
 		u, err := delegate.ReadUsage(dir)
@@ -466,14 +488,11 @@ func printStatus(w io.Writer, st *statusJSON, ext [][2]string) error {
 	} else {
 		row("Layout", "no nsrun leaves (supervisor/, payload/): pids are the whole cgroup's")
 	}
-	if st.Limits == nil {
-		row("Limits", "not read back yet")
-	} else {
-		data, err := json.Marshal(st.Limits)
-		if err != nil {
-			return err
+	if l := st.Limits; l != nil {
+		row("Limits", limitsText(l.Cgroup))
+		if l.Payload != nil {
+			row("Payload limits", limitsText(l.Payload))
 		}
-		row("Limits", string(data))
 	}
 	if u := st.Usage; u != nil {
 		mem := bytesText(u.MemoryCurrentBytes)
@@ -502,6 +521,20 @@ func printStatus(w io.Writer, st *statusJSON, ext [][2]string) error {
 		row(l[0], l[1])
 	}
 	return tw.Flush()
+}
+
+// limitsText shows the limit files in delegate.LimitFiles order.
+func limitsText(l delegate.Limits) string {
+	var parts []string
+	for _, f := range delegate.LimitFiles {
+		if v, ok := l[f]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%q", f, v))
+		}
+	}
+	if len(parts) == 0 {
+		return "none (no resource controller is enabled for this cgroup)"
+	}
+	return strings.Join(parts, " ")
 }
 
 func uintText(v *uint64) string {

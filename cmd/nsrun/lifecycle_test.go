@@ -157,7 +157,17 @@ func testLifecycle(t *testing.T, u *box.User) {
 	g := newGate(t, u)
 	// The workload counts while it runs, notes every SIGUSR1, and says its pid.
 	script := fmt.Sprintf(`trap 'echo got >> %[1]s/usr1' USR1; echo $$ > %[1]s/ready; i=0; while :; do i=$((i+1)); echo $i > %[1]s/count; sleep 0.02; done`, g.dir)
-	cmd := nsrun(context.Background(), u, "-q", "--unit="+unit, "--slice=e2e-life.slice", "--", "sh", "-c", script)
+	args := []string{"-q", "--unit=" + unit, "--slice=e2e-life.slice"}
+	// Where the box has the pids controller (a unified host), a limit to read back.
+	ctrls, err := testBox.Controllers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasksMax := slices.Contains(ctrls, "pids")
+	if tasksMax {
+		args = append(args, "-p", "TasksMax=77")
+	}
+	cmd := nsrun(context.Background(), u, append(args, "--", "sh", "-c", script)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -181,11 +191,11 @@ func testLifecycle(t *testing.T, u *box.User) {
 	}
 	cg := showProps(t, u, unit, "ControlGroup")["ControlGroup"]
 	hostCg := filepath.Join(testBox.Cgroup(), cg)
-	layout := true
-	for _, leaf := range []string{"supervisor", "payload"} {
-		if st, err := os.Stat(filepath.Join(hostCg, leaf)); err != nil || !st.IsDir() {
-			layout = false
-		}
+	// nsrun run makes supervisor/ and payload/; the checks below hold
+	// either way, so that they also cover a cgroup without them.
+	layout := hasLeaves(hostCg)
+	if !layout {
+		t.Errorf("nsrun run made no supervisor/ and payload/ below %s", hostCg)
 	}
 
 	t.Run("list", func(t *testing.T) {
@@ -232,8 +242,38 @@ func testLifecycle(t *testing.T, u *box.User) {
 		if pids := jsonPids(t, st["workload_pids"]); !slices.Contains(pids, shPid) {
 			t.Errorf("workload_pids %v lack the workload's pid %d", pids, shPid)
 		}
-		if _, ok := st["limits"]; !ok {
-			t.Error("status --json has no limits field")
+		// Limits: a file's content exactly when the file is there.
+		limits, ok := st["limits"].(map[string]any)
+		if !ok {
+			t.Fatalf("limits is %T (%v), want an object", st["limits"], st["limits"])
+		}
+		for part, dir := range map[string]string{"cgroup": hostCg, "payload": filepath.Join(hostCg, "payload")} {
+			got, ok := limits[part].(map[string]any)
+			if part == "payload" && !layout {
+				if limits[part] != nil {
+					t.Errorf("limits.payload = %v without nsrun's layout, want null", limits[part])
+				}
+				continue
+			}
+			if !ok {
+				t.Errorf("limits.%s is %T, want an object", part, limits[part])
+				continue
+			}
+			for _, f := range delegate.LimitFiles {
+				data, err := os.ReadFile(filepath.Join(dir, f))
+				v, listed := got[f]
+				switch {
+				case err != nil && listed:
+					t.Errorf("limits.%s lists %s = %v, but the file is absent", part, f, v)
+				case err == nil && v != strings.TrimSpace(string(data)):
+					t.Errorf("limits.%s %s = %v, the file reads %q", part, f, v, data)
+				}
+			}
+		}
+		if tasksMax {
+			if got := limits["cgroup"].(map[string]any)["pids.max"]; got != "77" {
+				t.Errorf("limits.cgroup pids.max = %v with TasksMax=77", got)
+			}
 		}
 		usage, ok := st["usage"].(map[string]any)
 		if !ok {
@@ -410,9 +450,8 @@ func TestLifecycleNoUserBus(t *testing.T) {
 
 // TestListFiltersByLayout: list without --all shows a scope exactly when its
 // cgroup has nsrun's supervisor/ and payload/ leaves, and status then reads
-// the workload's pids from payload/ and nsrun's from supervisor/. Where nsrun
-// run does not make the leaves yet, the test makes them (empty) itself;
-// systemd removes them with the scope's delegated subtree.
+// the workload's pids from payload/ and nsrun's from supervisor/. A scope
+// nsrun did not make (systemd-run --scope) is listed only with --all.
 func TestListFiltersByLayout(t *testing.T) {
 	requireBox(t)
 	unit := uniqueName(t, "e2e-layout") + ".scope"
@@ -420,52 +459,62 @@ func TestListFiltersByLayout(t *testing.T) {
 	cmd := startGated(t, nil, g, g.script(0), "-q", "--unit="+unit)
 	cg := showProps(t, nil, unit, "ControlGroup")["ControlGroup"]
 	hostCg := filepath.Join(testBox.Cgroup(), cg)
-
-	if listed(t, lcJSON(t, nil, "list", "--json"), unit) != nil && !hasLeaves(hostCg) {
-		t.Errorf("list shows %s although its cgroup has no nsrun leaves", unit)
-	}
-	made := false
 	if !hasLeaves(hostCg) {
-		for _, leaf := range []string{"supervisor", "payload"} {
-			if err := os.Mkdir(filepath.Join(hostCg, leaf), 0o755); err != nil && !os.IsExist(err) {
-				t.Fatal(err)
-			}
-		}
-		made = true
+		t.Fatalf("nsrun run made no supervisor/ and payload/ below %s", hostCg)
 	}
-	e := listed(t, lcJSON(t, nil, "list", "--json"), unit)
-	if e == nil {
-		t.Fatalf("list does not show %s, whose cgroup has nsrun's leaves", unit)
+
+	other := uniqueName(t, "e2e-foreign") + ".scope"
+	foreign := testBox.Command(context.Background(), "systemd-run", "--quiet", "--scope", "--unit="+other, "sleep", "1000")
+	if err := foreign.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if e["sandbox"] != true {
-		t.Errorf("list: sandbox = %v, want true", e["sandbox"])
+	t.Cleanup(func() {
+		_, _ = testBox.Run(context.Background(), "systemctl", "stop", other)
+		_ = foreign.Wait()
+	})
+	waitFor(t, other+" to run", func() bool {
+		return showProps(t, nil, other, "ActiveState")["ActiveState"] == "active"
+	})
+
+	list := lcJSON(t, nil, "list", "--json")
+	e := listed(t, list, unit)
+	if e == nil || e["sandbox"] != true {
+		t.Errorf("list shows the sandbox %s as %v, want it with sandbox true", unit, e)
 	}
+	if listed(t, list, other) != nil {
+		t.Errorf("list shows %s, a scope nsrun did not make", other)
+	}
+	if e := listed(t, lcJSON(t, nil, "list", "--all", "--json"), other); e == nil || e["sandbox"] != false {
+		t.Errorf("list --all shows %s as %v, want it with sandbox false", other, e)
+	}
+
 	st := lcJSON(t, nil, "status", "--json", unit)
 	payload := hostPids(t, filepath.Join(hostCg, "payload"))
 	supervisor := hostPids(t, filepath.Join(hostCg, "supervisor"))
-	if got := jsonPids(t, st["workload_pids"]); len(got) != len(payload) {
+	if got := jsonPids(t, st["workload_pids"]); len(got) != len(payload) || len(got) == 0 {
 		t.Errorf("workload_pids %v, want the %d processes of payload/", got, len(payload))
 	}
-	if got := jsonPids(t, st["supervisor_pids"]); len(got) != len(supervisor) {
+	if got := jsonPids(t, st["supervisor_pids"]); len(got) != len(supervisor) || len(got) == 0 {
 		t.Errorf("supervisor_pids %v, want the %d processes of supervisor/", got, len(supervisor))
 	}
-	if made && (len(payload) != 0 || len(supervisor) != 0) {
-		t.Errorf("the leaves the test made hold processes: %v %v", payload, supervisor)
-	}
-	// UNIT arguments complete to the sandboxes.
+	// UNIT arguments complete to the sandboxes only.
 	for _, sub := range []string{"status", "stop", "kill", "freeze", "thaw"} {
-		if out := lcOK(t, nil, "__complete", sub, ""); !strings.Contains(out, unit+"\n") {
-			t.Errorf("completion of nsrun %s UNIT does not offer %s:\n%s", sub, unit, out)
+		out := lcOK(t, nil, "__complete", sub, "")
+		if !strings.Contains(out, unit+"\n") || strings.Contains(out, other) {
+			t.Errorf("completion of nsrun %s UNIT: want %s, not %s:\n%s", sub, unit, other, out)
 		}
 	}
 
+	// stop works on any scope named, not only on sandboxes.
+	lcOK(t, nil, "stop", other)
+	waitUnitGone(t, nil, other)
 	g.release(t)
 	if code := exitCode(t, cmd.Wait()); code != 0 {
 		t.Errorf("nsrun exited %d", code)
 	}
 	waitUnitGone(t, nil, unit)
 	if _, err := os.Stat(hostCg); err == nil {
-		t.Errorf("cgroup %s (with the leaves) still exists after the unit is gone", hostCg)
+		t.Errorf("cgroup %s still exists after the unit is gone", hostCg)
 	}
 }
 
