@@ -199,3 +199,23 @@ func TestLayoutAndProcs(t *testing.T) {
 		t.Error("bad pid: no error")
 	}
 }
+
+func FuzzParseUsageFiles(f *testing.F) {
+	for _, s := range []string{
+		"8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=5 dios=6\n",
+		"usage_usec 1\nuser_usec 1\nsystem_usec 0\n",
+		"low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+		"populated 1\nfrozen 0\n", "", "8:0 rbytes=\n", "a b c\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		// No panic, and what parses is what the text says.
+		if io, err := ParseIOStat(s); err == nil && len(io) > strings.Count(s, "\n")+1 {
+			t.Errorf("ParseIOStat(%q): %d devices from fewer lines", s, len(io))
+		}
+		_, _ = ParseCPUStat(s)
+		_, _ = ParseMemoryEvents(s)
+		_, _ = ParseEvents(s)
+	})
+}

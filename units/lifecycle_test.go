@@ -47,3 +47,15 @@ func TestLifecycleName(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseSignal(f *testing.F) {
+	for _, s := range []string{"TERM", "SIGKILL", "15", "RTMIN+3", "RTMAX-1", "0", "", "SIGRTMIN+99"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSignal(s)
+		if err == nil && (n < 1 || n > 64) {
+			t.Errorf("ParseSignal(%q) = %d, outside 1..64", s, n)
+		}
+	})
+}
