@@ -147,7 +147,9 @@ func ReadUsage(dir string) (Usage, error) {
 }
 
 // Procs lists the pids in the cgroup at dir and every cgroup below it,
-// sorted. A cgroup removed while it is read is skipped.
+// sorted, as this process's pid namespace numbers them; the kernel shows
+// processes it cannot number there as 0, and those are left out. A cgroup
+// removed while it is read is skipped.
 func Procs(dir string) ([]int, error) {
 	var pids []int
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -171,6 +173,9 @@ func Procs(dir string) ([]int, error) {
 			pid, err := strconv.Atoi(f)
 			if err != nil {
 				return fmt.Errorf("parse %s: bad pid %q", filepath.Join(path, "cgroup.procs"), f)
+			}
+			if pid == 0 {
+				continue // a process outside the reader's pid namespace
 			}
 			pids = append(pids, pid)
 		}

@@ -177,7 +177,7 @@ func TestLayoutAndProcs(t *testing.T) {
 		t.Error("payload/ alone taken for a sandbox")
 	}
 	writeCgroup(t, filepath.Join(dir, "supervisor"), map[string]string{"cgroup.procs": "5\n"})
-	writeCgroup(t, filepath.Join(dir, "payload", "inner"), map[string]string{"cgroup.procs": "20\n"})
+	writeCgroup(t, filepath.Join(dir, "payload", "inner"), map[string]string{"cgroup.procs": "20\n0\n0\n"})
 	if !IsSandbox(dir) || PayloadDir(dir) != filepath.Join(dir, "payload") || SupervisorDir(dir) != filepath.Join(dir, "supervisor") {
 		t.Error("nsrun layout not recognised")
 	}
