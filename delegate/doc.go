@@ -6,7 +6,9 @@
 // It never talks D-Bus or BPF, and never writes to the scope's own cgroup
 // files: those belong to systemd.
 //
-// Status: only the controller availability check exists (Controllers,
-// Check); the leaves, read-back of limits and kill/freeze come with the
-// issue "scopes". Until then nsrun runs its workload in the scope's cgroup.
+// Status: the controller availability check (Controllers, Check), the
+// leaves (Setup, Tree), in-place delegation (DelegatedTo), the read-back of
+// limits (ReadLimits) and of usage (ReadUsage, Procs) and the sandbox
+// layout check (IsSandbox) exist. Freezing is done by the manager
+// (FreezeUnit), not here.
 package delegate

@@ -49,3 +49,14 @@ func dbusErrorName(err error) string {
 	}
 	return ""
 }
+
+// Sentinels of the lifecycle calls (list, status, stop, kill, freeze, thaw).
+var (
+	// ErrNoSuchUnit: the manager has no unit of that name loaded.
+	ErrNoSuchUnit = errors.New("no such unit")
+	// ErrUnitInactive: the unit is not running (e.g. freeze of a stopped unit).
+	ErrUnitInactive = errors.New("unit is not active")
+	// ErrNotSupported: the manager cannot do this for the unit (e.g. freeze
+	// without the cgroup v2 freezer).
+	ErrNotSupported = errors.New("not supported")
+)

@@ -79,6 +79,12 @@ when it is not found.
 COMMAND has the name of an nsrun subcommand.`
 	root.AddCommand(newRunCmd("run [OPTIONS] [--] COMMAND [ARG...]",
 		"Run COMMAND in a transient scope (the default command)"))
+	root.AddCommand(newListCmd())
+	root.AddCommand(newStatusCmd())
+	root.AddCommand(newStopCmd())
+	root.AddCommand(newKillCmd())
+	root.AddCommand(newFreezeCmd())
+	root.AddCommand(newThawCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -1,0 +1,384 @@
+package main
+
+// The lifecycle commands: list, status, stop, kill, freeze, thaw. They talk
+// to the manager through units and read the cgroup through delegate; the
+// JSON they print is documented in docs/json.md (keep both in step).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nsrun/nsrun/delegate"
+	"github.com/nsrun/nsrun/internal/cgv2"
+	"github.com/nsrun/nsrun/units"
+	"github.com/spf13/cobra"
+)
+
+// jsonSchemaVersion is the "schema_version" of every JSON document nsrun
+// prints. Adding a field keeps it; renaming, removing or changing the type
+// or unit of one bumps it (docs/json.md).
+const jsonSchemaVersion = 1
+
+// managerFlags are --system and --user, shared by the lifecycle commands.
+type managerFlags struct{ system, user bool }
+
+func (m *managerFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&m.system, "system", false, "talk to the system manager (default for root)")
+	cmd.Flags().BoolVar(&m.user, "user", false, "talk to your own user manager (default for other users)")
+	cmd.MarkFlagsMutuallyExclusive("system", "user")
+}
+
+func (m *managerFlags) manager() units.Manager {
+	switch {
+	case m.system:
+		return units.System
+	case m.user:
+		return units.User
+	}
+	return units.DefaultManager()
+}
+
+// dial connects to the selected manager; failing is nsrun's own error.
+func (m *managerFlags) dial(ctx context.Context) (*units.Conn, error) {
+	conn, err := units.Dial(ctx, m.manager())
+	if err != nil {
+		return nil, &exitError{code: exitNsrunFailed, err: err}
+	}
+	return conn, nil
+}
+
+// lifecycleCmd makes a command with the settings all lifecycle commands
+// share: errors printed once by execute, flag errors are usage errors.
+func lifecycleCmd(use, short string, args cobra.PositionalArgs, run func(*cobra.Command, []string) error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           use,
+		Short:         short,
+		Args:          args,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          run,
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
+	return cmd
+}
+
+// oneUnit checks the arguments of a command that takes exactly one UNIT.
+func oneUnit(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError("%s takes exactly one UNIT, got %d arguments (usage: nsrun %s)", cmd.Name(), len(args), cmd.Use)
+	}
+	return nil
+}
+
+// unitArg validates a UNIT argument: NAME or NAME.scope names a scope,
+// NAME.service a service.
+func unitArg(arg string) (string, error) {
+	name, err := units.LifecycleName(arg)
+	if err != nil {
+		return "", usageError("UNIT: %v", err)
+	}
+	return name, nil
+}
+
+// unitFailed wraps a manager's error about a unit as nsrun's own failure,
+// with a hint when the unit does not exist.
+func unitFailed(err error, m units.Manager) error {
+	if errors.Is(err, units.ErrNoSuchUnit) {
+		err = fmt.Errorf("%w (see nsrun list --%s --all)", err, m)
+	}
+	return &exitError{code: exitNsrunFailed, err: err}
+}
+
+func cmdContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
+// completeUnits offers the manager's nsrun sandboxes for a UNIT argument.
+func completeUnits(m *managerFlags) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmdContext(cmd), 5*time.Second)
+		defer cancel()
+		conn, err := units.Dial(ctx, m.manager())
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer conn.Close()
+		list, err := collectUnits(ctx, conn, false)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var names []string
+		for _, u := range list {
+			names = append(names, u.Unit)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// describeUnit builds the JSON head of a unit, reading its cgroup for the
+// layout and the workload's pids. mount is the cgroup v2 mount point.
+func describeUnit(u units.UnitInfo, mount string) (unitJSON, error) {
+	j := unitJSON{
+		Unit: u.Name, Type: u.Type, Description: u.Description, Slice: u.Slice,
+		LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState,
+		FreezerState: u.FreezerState, Delegate: u.Delegate,
+	}
+	if u.ControlGroup == "" {
+		return j, nil
+	}
+	cg, dir := u.ControlGroup, delegate.ScopeDir(mount, u.ControlGroup)
+	j.ControlGroup, j.CgroupPath = &cg, &dir
+	j.Sandbox = delegate.IsSandbox(dir)
+	pids, err := delegate.Procs(delegate.PayloadDir(dir))
+	if err != nil {
+		return j, err
+	}
+	j.WorkloadPids = nonNil(pids)
+	return j, nil
+}
+
+func nonNil(pids []int) []int {
+	if pids == nil {
+		return []int{}
+	}
+	return pids
+}
+
+// collectUnits lists the manager's units nsrun shows: its sandboxes, or
+// with all every scope and every delegated service.
+func collectUnits(ctx context.Context, conn *units.Conn, all bool) ([]unitJSON, error) {
+	infos, err := conn.ListUnits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return nil, fmt.Errorf("find the cgroup v2 hierarchy: %w", err)
+	}
+	out := []unitJSON{}
+	for _, u := range infos {
+		if u.Type == "service" && !u.Delegate {
+			continue // only a delegated service can hold an in-place sandbox
+		}
+		j, err := describeUnit(u, mount)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // the unit went away while we looked
+			}
+			return nil, err
+		}
+		if all || j.Sandbox {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// --- list ---
+
+func newListCmd() *cobra.Command {
+	var m managerFlags
+	var asJSON, all bool
+	cmd := lifecycleCmd("list [--system|--user] [--json] [--all]", "List the running nsrun sandboxes", cobra.NoArgs,
+		func(cmd *cobra.Command, _ []string) error {
+			ctx := cmdContext(cmd)
+			conn, err := m.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			list, err := collectUnits(ctx, conn, all)
+			if err != nil {
+				return &exitError{code: exitNsrunFailed, err: err}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), listJSON{SchemaVersion: jsonSchemaVersion, Manager: m.manager().String(), Units: list})
+			}
+			return printList(cmd.OutOrStdout(), list)
+		})
+	cmd.Long = `List the sandboxes nsrun runs under the manager: scopes (and delegated
+services, for in-place mode) whose cgroup has nsrun's supervisor/ and payload/
+leaves. --all lists every scope and every delegated service instead.`
+	m.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (schema: docs/json.md)")
+	cmd.Flags().BoolVar(&all, "all", false, "list every scope and delegated service, not only nsrun's sandboxes")
+	return cmd
+}
+
+// --- status ---
+
+// readLimits reads the limits in force for the unit's cgroup at dir and, in
+// a sandbox, for its payload/ leaf.
+func readLimits(dir string, sandbox bool) (*limitsJSON, error) {
+	l := &limitsJSON{}
+	var err error
+	if l.Cgroup, err = delegate.ReadLimits(dir); err != nil {
+		return nil, err
+	}
+	if sandbox {
+		if l.Payload, err = delegate.ReadLimits(delegate.PayloadDir(dir)); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// fillExtensions is where the other issues add their parts of status: the
+// namespaces (issue "namespaces"), the device policy (issue "devices") and
+// the root file system (overlay root). Each sets its field of st and returns
+// the lines it adds to the human output; none does yet.
+func fillExtensions(_ context.Context, _ *statusJSON) (lines [][2]string, err error) {
+	return nil, nil
+}
+
+func newStatusCmd() *cobra.Command {
+	var m managerFlags
+	var asJSON bool
+	cmd := lifecycleCmd("status UNIT [--json]", "Show a sandbox: unit, cgroup, limits in force, usage, processes", oneUnit,
+		func(cmd *cobra.Command, args []string) error {
+			name, err := unitArg(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmdContext(cmd)
+			conn, err := m.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			st, ext, err := readStatus(ctx, conn, name)
+			if err != nil {
+				return unitFailed(err, m.manager())
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), st)
+			}
+			return printStatus(cmd.OutOrStdout(), st, ext)
+		})
+	m.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (schema: docs/json.md)")
+	cmd.ValidArgsFunction = completeUnits(&m)
+	return cmd
+}
+
+func readStatus(ctx context.Context, conn *units.Conn, name string) (*statusJSON, [][2]string, error) {
+	info, err := conn.Unit(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the cgroup v2 hierarchy: %w", err)
+	}
+	head, err := describeUnit(info, mount)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &statusJSON{SchemaVersion: jsonSchemaVersion, Manager: conn.Manager().String(), unitJSON: head}
+	if head.CgroupPath != nil {
+		dir := *head.CgroupPath
+		if head.Sandbox {
+			if st.SupervisorPids, err = delegate.Procs(delegate.SupervisorDir(dir)); err != nil {
+				return nil, nil, err
+			}
+			st.SupervisorPids = nonNil(st.SupervisorPids)
+		}
+		if st.Limits, err = readLimits(dir, head.Sandbox); err != nil {
+			return nil, nil, err
+		}
+		u, err := delegate.ReadUsage(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		st.Usage = usageToJSON(u)
+	}
+	ext, err := fillExtensions(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, ext, nil
+}
+
+// --- stop, kill, freeze, thaw ---
+
+// unitAction makes a command that does one thing to one unit.
+func unitAction(use, short string, m *managerFlags, act func(ctx context.Context, conn *units.Conn, name string) error) *cobra.Command {
+	cmd := lifecycleCmd(use, short, oneUnit, func(cmd *cobra.Command, args []string) error {
+		name, err := unitArg(args[0])
+		if err != nil {
+			return err
+		}
+		ctx := cmdContext(cmd)
+		conn, err := m.dial(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if err := act(ctx, conn, name); err != nil {
+			return unitFailed(err, m.manager())
+		}
+		return nil
+	})
+	m.add(cmd)
+	cmd.ValidArgsFunction = completeUnits(m)
+	return cmd
+}
+
+func newStopCmd() *cobra.Command {
+	var m managerFlags
+	cmd := unitAction("stop UNIT", "Stop a sandbox's unit and wait until it is stopped", &m, func(ctx context.Context, conn *units.Conn, name string) error {
+		return conn.Stop(ctx, name)
+	})
+	cmd.Long = `Stop UNIT (StopUnit, mode "replace") and wait for the job to finish with
+result "done". systemd signals every process of the unit (KillMode) and
+removes its cgroup; nsrun's scopes are collected once stopped.`
+	return cmd
+}
+
+func newKillCmd() *cobra.Command {
+	var m managerFlags
+	var sig string
+	var n int
+	cmd := unitAction("kill [--signal=SIG] UNIT", "Send a signal to every process of a sandbox", &m, func(ctx context.Context, conn *units.Conn, name string) error {
+		return conn.Kill(ctx, name, units.KillAll, n)
+	})
+	// The signal is checked before the manager is asked anything.
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		var err error
+		if n, err = units.ParseSignal(sig); err != nil {
+			return usageError("--signal: %v", err)
+		}
+		return nil
+	}
+	cmd.Long = `Send SIG to every process of UNIT (KillUnit with whom "all", as systemctl
+kill does), nsrun's supervisor included; SIG is a name (TERM, SIGTERM),
+RTMIN+N, or a number. It returns once systemd has sent the signal.`
+	cmd.Flags().StringVarP(&sig, "signal", "s", "TERM", "signal to send: TERM, SIGTERM, 15, RTMIN+N")
+	_ = cmd.RegisterFlagCompletionFunc("signal", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+func newFreezeCmd() *cobra.Command {
+	var m managerFlags
+	return unitAction("freeze UNIT", "Freeze every process of a sandbox (cgroup v2 freezer)", &m, func(ctx context.Context, conn *units.Conn, name string) error {
+		return conn.Freeze(ctx, name)
+	})
+}
+
+func newThawCmd() *cobra.Command {
+	var m managerFlags
+	return unitAction("thaw UNIT", "Resume a frozen sandbox", &m, func(ctx context.Context, conn *units.Conn, name string) error {
+		return conn.Thaw(ctx, name)
+	})
+}
