@@ -184,7 +184,7 @@ func TestLiveSwapIsAtomic(t *testing.T) {
 		}
 		return out
 	}
-	wide := ops("c 1:* r", "!c 1:3 r")  // everything of major 1 but null
+	wide := ops("c 1:* r", "!c 1:3 r")   // everything of major 1 but null
 	narrow := ops("!c 1:* r", "c 1:5 r") // only zero
 	for _, dev := range []string{"/dev/null", "/dev/zero"} {
 		cmd := probeCmd(t, cg, "hammer:"+dev)
