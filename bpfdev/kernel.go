@@ -1,7 +1,6 @@
 package bpfdev
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,13 +10,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
-
-// ErrNotInForce reports a policy that could not be verified in the kernel
-// after attaching: callers must refuse to start the workload.
-var ErrNotInForce = errors.New("device policy not in force")
-
-// ErrNoProgram reports a cgroup without nsrun's device program.
-var ErrNoProgram = errors.New("no nsrun device program")
 
 // cgroup is an open cgroup directory, locked against concurrent changes of
 // nsrun's program by other nsrun processes (flock on the directory).
@@ -68,6 +60,9 @@ func (c *cgroup) attached(effective bool) ([]ebpf.ProgramID, error) {
 	}
 	res, err := link.QueryPrograms(opts)
 	if err != nil {
+		if !privileged() {
+			err = ErrPermission
+		}
 		return nil, fmt.Errorf("query device programs of %s: %w", c.dir, err)
 	}
 	ids := make([]ebpf.ProgramID, 0, len(res.Programs))
@@ -225,6 +220,9 @@ func (o *ours) rules() (Table, error) {
 func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
 	rules, err := newRules(t)
 	if err != nil {
+		if !privileged() {
+			err = fmt.Errorf("%w: %v", ErrPermission, err)
+		}
 		return nil, nil, err
 	}
 	defer rules.Close() // the outer map keeps it
@@ -257,6 +255,9 @@ func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
 	}, ebpf.ProgramOptions{})
 	if err != nil {
 		outer.Close()
+		if !privileged() {
+			err = fmt.Errorf("%w: %v", ErrPermission, err)
+		}
 		return nil, nil, fmt.Errorf("load device program: %w", err)
 	}
 	return prog, outer, nil
@@ -449,7 +450,7 @@ type State struct {
 	// Program is nsrun's program on the cgroup, if any.
 	Program *ProgramRef `json:"program,omitempty"`
 	// Rules are read from the program's map.
-	Rules []Entry `json:"-"`
+	Rules []Entry `json:"rules"`
 	// Path lists the device programs attached to the cgroup and to each
 	// cgroup above it up to the root of the mount (nsrun's own included).
 	Path []ProgramRef `json:"path"`

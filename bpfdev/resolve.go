@@ -3,7 +3,6 @@ package bpfdev
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -18,11 +17,10 @@ import (
 
 // Node is a device node that must be present in the sandbox /dev.
 type Node struct {
-	Path   string `json:"path"`
-	Type   Type   `json:"-"`
-	Major  uint32 `json:"major"`
-	Minor  uint32 `json:"minor"`
-	Access Access `json:"-"`
+	Path         string
+	Type         Type
+	Major, Minor uint32
+	Access       Access
 }
 
 // Policy is a resolved device policy: the rules the kernel enforces and the
@@ -124,14 +122,6 @@ func (Host) Permits(p string) Access {
 	}
 	return a
 }
-
-// ErrUnresolved reports a path, group or set that names no device. It is
-// never dropped silently: the request is refused.
-var ErrUnresolved = errors.New("does not resolve to a device")
-
-// ErrInexpressible reports a rule that the unprivileged mechanism cannot
-// enforce.
-var ErrInexpressible = errors.New("cannot be enforced without a device program")
 
 // Policy parses s and resolves it against the running system. It returns
 // nil when nothing is asked for (policy auto, no devices).
