@@ -49,7 +49,7 @@ func setup() (func() error, error) {
 	return testBox.Close, nil
 }
 
-func requireBox(t *testing.T) *box.Box {
+func requireBox(t testing.TB) *box.Box {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireBox(t)
@@ -62,7 +62,7 @@ func requireBox(t *testing.T) *box.Box {
 // newCgroup makes a cgroup below parent (named for this test process) and
 // removes it at the end of the test, checking that nsrun's program went
 // with it.
-func newCgroup(t *testing.T, parent, name string) string {
+func newCgroup(t testing.TB, parent, name string) string {
 	t.Helper()
 	dir := filepath.Join(parent, "nsrun-test-"+box.OwnerTag()+"-"+name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -83,7 +83,7 @@ func newCgroup(t *testing.T, parent, name string) string {
 
 // waitProgramGone waits until the kernel has released a program (a removed
 // cgroup releases its programs from a work queue, not at once).
-func waitProgramGone(t *testing.T, id ebpf.ProgramID) {
+func waitProgramGone(t testing.TB, id ebpf.ProgramID) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -102,7 +102,7 @@ func waitProgramGone(t *testing.T, id ebpf.ProgramID) {
 	}
 }
 
-func policy(t *testing.T, s bpfdev.Spec) *bpfdev.Policy {
+func policy(t testing.TB, s bpfdev.Spec) *bpfdev.Policy {
 	t.Helper()
 	p, err := s.Policy(false)
 	if err != nil {
@@ -218,7 +218,7 @@ func probe(t *testing.T, cg string, args ...string) []error {
 	return res
 }
 
-func probeCmd(t *testing.T, cg string, args ...string) *exec.Cmd {
+func probeCmd(t testing.TB, cg string, args ...string) *exec.Cmd {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -248,6 +248,12 @@ func probeMain(args []string) int {
 	for i, a := range args {
 		if p, ok := strings.CutPrefix(a, "hammer:"); ok {
 			hammer(w, p)
+			continue
+		}
+		if p, ok := strings.CutPrefix(a, "bench:"); ok {
+			n, p, _ := strings.Cut(p, ":")
+			count, _ := strconv.Atoi(n)
+			bench(w, p, count)
 			continue
 		}
 		f := strings.SplitN(a, ":", 5)
@@ -287,6 +293,20 @@ func probeMain(args []string) int {
 		}
 	}
 	return 0
+}
+
+// bench opens path count times and prints the nanoseconds that took.
+func bench(w *bufio.Writer, path string, count int) {
+	start := time.Now()
+	for i := 0; i < count; i++ {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		unix.Close(fd)
+	}
+	fmt.Fprintln(w, time.Since(start).Nanoseconds())
 }
 
 func hammer(w *bufio.Writer, path string) {
