@@ -4,6 +4,7 @@
 #                when PID 1 is not systemd) and show what happened
 #   make test    unit tests and the box tier (as root); installs what it needs
 #   make lint    gofmt, go vet, staticcheck
+#   make bench   benchmarks (as root; the device-open cost per rule count)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make clean
 
@@ -21,7 +22,7 @@ STATICCHECK_VERSION := v0.8.2
 # box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
 DEB_PACKAGES := systemd dbus util-linux passwd uidmap
 
-.PHONY: all build test test-unit deps lint demo install clean box
+.PHONY: all build test test-unit bench deps lint demo install clean box
 
 all: build
 
@@ -51,6 +52,11 @@ test: deps build
 # The tests that need no root and no box.
 test-unit:
 	$(GO) test -count=1 ./units/... ./delegate/... ./internal/cgv2/... ./internal/archtest/...
+
+# Benchmarks against the real kernel (root, the box). Performance is
+# measured here, never asserted in a test.
+bench: deps
+	$(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 200000x ./bpfdev/...
 
 lint:
 	@bad=$$(gofmt -l .); \

@@ -85,6 +85,7 @@ COMMAND has the name of an nsrun subcommand.`
 	root.AddCommand(newKillCmd())
 	root.AddCommand(newFreezeCmd())
 	root.AddCommand(newThawCmd())
+	root.AddCommand(newDevicesCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }
