@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/nsrun/nsrun/nsexec"
 	"github.com/spf13/cobra"
 )
 
@@ -39,6 +40,10 @@ func usageError(format string, args ...any) error {
 }
 
 func main() {
+	// The re-executed sandbox child: before cobra, before anything else.
+	if len(os.Args) > 1 && os.Args[1] == nsexec.ChildArg {
+		nsexec.ChildMain()
+	}
 	os.Exit(execute(os.Args[1:]))
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/nsrun/nsrun/nsexec"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -29,6 +30,7 @@ type runOptions struct {
 	properties    []string
 	quiet         bool
 	allowDegraded bool
+	sandbox       sandboxOptions
 }
 
 func (o *runOptions) addFlags(cmd *cobra.Command) {
@@ -41,6 +43,7 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.StringArrayVarP(&o.properties, "property", "p", nil, "unit property NAME=VALUE in systemd's own syntax (repeatable)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
 	f.BoolVar(&o.allowDegraded, "allow-degraded", false, "run even when a requested limit cannot be put in force (warn instead of refusing)")
+	o.sandbox.addFlags(f)
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
@@ -57,6 +60,7 @@ type runPlan struct {
 	scope   units.ScopeSpec
 	path    string // resolved COMMAND
 	argv    []string
+	spec    *nsexec.Spec // the sandbox, when a namespace, filesystem or security option is set
 }
 
 func (o *runOptions) plan(args []string) (*runPlan, error) {
@@ -98,6 +102,14 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	}
 	if _, err := units.ScopeProperties(p.scope); err != nil {
 		return nil, usageError("%v", err)
+	}
+	if o.sandbox.enabled() {
+		if p.spec, err = o.sandbox.spec(nsexec.Spec{Argv: args, Env: nsexec.CleanEnv(os.Environ(), nil)}); err != nil {
+			return nil, usageError("%v", err)
+		}
+		if p.spec.Root != "" || p.spec.Overlay != nil {
+			return p, nil // COMMAND is looked up inside the new root
+		}
 	}
 	// Resolve COMMAND before creating anything: not found is 127, not
 	// executable 126, and neither leaves a scope behind.
@@ -156,6 +168,9 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 		fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
 	}
 	closeConn() // nothing more to ask; the scope goes away when it is empty
+	if p.spec != nil {
+		return superviseSandbox(p)
+	}
 	return supervise(p)
 }
 
