@@ -39,6 +39,9 @@ func ChildMain() {
 		fmt.Fprintln(os.Stderr, "nsrun: internal sandbox entry point: no sync fd")
 		os.Exit(125)
 	}
+	// Nothing the caller leaked reaches the sandbox, not even its init:
+	// the sync fd comes right after the preserved ones.
+	_ = unix.CloseRange(uint(fd)+1, ^uint(0), 0)
 	c := &child{sync: os.NewFile(uintptr(fd), "nsrun-sync")}
 	c.enc = json.NewEncoder(c.sync)
 	if userns {
