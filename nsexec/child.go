@@ -28,12 +28,13 @@ func ChildMain() {
 	// per thread: everything from here runs on this thread, which execs the
 	// workload (or forks it, for an init).
 	runtime.LockOSThread()
-	fd, userns := -1, false
+	fd, userns, join := -1, false, false
 	for _, a := range os.Args[2:] {
 		if v, ok := strings.CutPrefix(a, "--sync-fd="); ok {
 			fd, _ = strconv.Atoi(v)
 		}
 		userns = userns || a == "--userns"
+		join = join || a == "--join"
 	}
 	if fd < 3 {
 		fmt.Fprintln(os.Stderr, "nsrun: internal sandbox entry point: no sync fd")
@@ -53,6 +54,9 @@ func ChildMain() {
 		c.fail(childErr("read spec", err))
 	}
 	c.spec = &spec
+	if join {
+		c.fail(c.joined())
+	}
 	c.fail(c.run())
 }
 

@@ -79,7 +79,10 @@ type Launch struct {
 
 	spec *Spec
 	sync *os.File // parent end
-	dec  *json.Decoder
+
+	join      *os.File                  // Join: the nsrun binary, passed after the sync fd
+	childArgs func(syncFD int) []string // Join: nsenter's arguments
+	dec       *json.Decoder
 
 	final     chan *message // the {exit} message of an init, or nil
 	finalOnce sync.Once
@@ -142,14 +145,25 @@ func (l *Launch) Start() (retErr error) {
 	l.sync = os.NewFile(uintptr(fds[0]), "nsrun-sync")
 	child := os.NewFile(uintptr(fds[1]), "nsrun-sync-child")
 	syncFD := 3 + len(l.Cmd.ExtraFiles)
+	n := len(l.Cmd.ExtraFiles)
 	l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, child)
-	l.Cmd.Args = append(l.Cmd.Args[:2:2], "--sync-fd="+strconv.Itoa(syncFD))
-	if l.spec.Namespaces.Has(NSUser) {
-		l.Cmd.Args = append(l.Cmd.Args, "--userns")
+	mapping := l.spec.Namespaces.Has(NSUser) && l.join == nil
+	switch {
+	case l.join != nil:
+		l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, l.join)
+		l.Cmd.Args = l.childArgs(syncFD)
+	default:
+		l.Cmd.Args = []string{"nsrun", ChildArg, "--sync-fd=" + strconv.Itoa(syncFD)}
+		if mapping {
+			l.Cmd.Args = append(l.Cmd.Args, "--userns")
+		}
 	}
 	err = l.Cmd.Start()
 	child.Close()
-	l.Cmd.ExtraFiles = l.Cmd.ExtraFiles[:len(l.Cmd.ExtraFiles)-1]
+	if l.join != nil {
+		l.join.Close()
+	}
+	l.Cmd.ExtraFiles = l.Cmd.ExtraFiles[:n]
 	if err != nil {
 		l.sync.Close()
 		return fmt.Errorf("start sandbox: %w", err)
@@ -161,7 +175,7 @@ func (l *Launch) Start() (retErr error) {
 			l.sync.Close()
 		}
 	}()
-	if l.spec.Namespaces.Has(NSUser) {
+	if mapping {
 		if err := l.spec.writeMaps(l.Cmd.Process.Pid); err != nil {
 			return fmt.Errorf("start sandbox: %w", err)
 		}

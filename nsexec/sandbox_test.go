@@ -88,7 +88,14 @@ func driver(specJSON string) int {
 		fmt.Fprintf(os.Stderr, "driver: %v\n", err)
 		return 125
 	}
-	l, err := nsexec.Prepare(&spec)
+	var l *nsexec.Launch
+	var err error
+	if j := os.Getenv("NSEXEC_TEST_JOIN"); j != "" {
+		pid, _ := strconv.Atoi(j)
+		l, err = nsexec.Join(pid, &spec)
+	} else {
+		l, err = nsexec.Prepare(&spec)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "driver: prepare: %v\n", err)
 		return 125
@@ -131,6 +138,7 @@ func driver(specJSON string) int {
 		}
 		return 125
 	}
+	fmt.Fprintf(os.Stderr, "driver: child pid %d\n", l.Cmd.Process.Pid)
 	for _, w := range l.Warnings {
 		fmt.Fprintf(os.Stderr, "driver: warning: %s\n", w)
 	}
@@ -741,12 +749,109 @@ func findDescendant(t *testing.T, pid int, exe string) int {
 		if target, _ := os.Readlink("/proc/" + strconv.Itoa(p) + "/exe"); target == exe {
 			return p
 		}
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
-		for _, f := range strings.Fields(string(data)) {
-			c, _ := strconv.Atoi(f)
-			queue = append(queue, c)
-		}
+		queue = append(queue, childrenOf(p)...)
 	}
 	t.Fatalf("no %s below pid %d", exe, pid)
 	return 0
+}
+
+func TestJoin(t *testing.T) {
+	modes(t, func(t *testing.T, u *box.User) {
+		spec := nsexec.Spec{Namespaces: nsexec.NSAll, Net: nsexec.NetNone, Hostname: "joined",
+			Overlay: &nsexec.Overlay{Lowers: []string{"/"}},
+			Argv: []string{"/bin/sh", "-c", nsScript + `; echo marker > /etc/nsexec-marker; echo ready; exec sleep 60`}}
+		if u == nil {
+			spec.UIDMap = []nsexec.IDMap{{Inside: 0, Outside: 0, Count: 65536}} // root inside is root, to compare ids
+		}
+		cmd := sandboxCmd(t, u, spec)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = syscall.Kill(findDescendant(t, cmd.Process.Pid, testBin), syscall.SIGTERM)
+			_ = cmd.Wait()
+		}()
+		var pid int
+		errText := readUntil(t, stderr, "driver: child pid ")
+		fmt.Sscanf(errText[strings.LastIndex(errText, "driver: child pid "):], "driver: child pid %d", &pid)
+		outText := readUntil(t, stdout, "ready\n")
+		want := nsLinks(t, strings.TrimSuffix(outText, "ready\n"))
+
+		join := nsexec.Spec{Argv: []string{"/bin/sh", "-c", nsScript + `; cat /etc/nsexec-marker; hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status`}}
+		jcmd := sandboxCmd(t, u, join)
+		jcmd.Env = append(jcmd.Env, "NSEXEC_TEST_JOIN="+strconv.Itoa(pid))
+		var jout, jerr bytes.Buffer
+		jcmd.Stdout, jcmd.Stderr = &jout, &jerr
+		if err := jcmd.Run(); err != nil {
+			t.Fatalf("join: %v\n%s", err, jerr.String())
+		}
+		got := nsLinks(t, jout.String())
+		for _, name := range nsexec.NamespaceFiles() {
+			if got[name] == "" || got[name] != want[name] {
+				t.Errorf("%s: joined %q, sandbox %q", name, got[name], want[name])
+			}
+		}
+		// Inspect (for nsrun status), from the host, on the sandbox's init.
+		drv := findDescendant(t, cmd.Process.Pid, testBin)
+		kids := childrenOf(drv)
+		if len(kids) != 1 {
+			t.Fatalf("driver %d has children %v", drv, kids)
+		}
+		initPid := kids[0]
+		info, err := nsexec.Inspect(initPid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range info.Namespaces {
+			if !n.Private || !strings.Contains(want[n.Kind], fmt.Sprint(n.Inode)) {
+				t.Errorf("Inspect: %s inode %d private %v, workload has %s", n.Kind, n.Inode, n.Private, want[n.Kind])
+			}
+		}
+		// In a user namespace "/" is overlaid per directory on a tmpfs.
+		if wantFS := "tmpfs"; info.RootFS != wantFS {
+			t.Errorf("Inspect: root %s (%s), want %s", info.RootFS, info.RootSource, wantFS)
+		}
+		for _, w := range []string{"\nmarker\n", "\njoined\n", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+			if !strings.Contains(jout.String(), w) {
+				t.Errorf("joined process: missing %q in\n%s", w, jout.String())
+			}
+		}
+	})
+}
+
+// readUntil reads r until the text read contains s.
+func readUntil(t *testing.T, r interface{ Read([]byte) (int, error) }, s string) string {
+	t.Helper()
+	var b strings.Builder
+	buf := make([]byte, 256)
+	for !strings.Contains(b.String(), s) {
+		n, err := r.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("read until %q: %v (got %q)", s, err, b.String())
+		}
+	}
+	return b.String()
+}
+
+// childrenOf lists the children of every thread of pid.
+func childrenOf(pid int) []int {
+	var kids []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(data)) {
+			c, _ := strconv.Atoi(f)
+			kids = append(kids, c)
+		}
+	}
+	return kids
 }
