@@ -44,7 +44,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -84,8 +83,7 @@ type Launch struct {
 	childArgs func(syncFD int) []string // Join: nsenter's arguments
 	dec       *json.Decoder
 
-	final     chan *message // the {exit} message of an init, or nil
-	finalOnce sync.Once
+	final chan *message // the {exit} message of an init; closed when there is none
 }
 
 // Prepare validates spec and builds the command that starts the sandbox.

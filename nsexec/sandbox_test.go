@@ -759,7 +759,7 @@ func TestJoin(t *testing.T) {
 	modes(t, func(t *testing.T, u *box.User) {
 		spec := nsexec.Spec{Namespaces: nsexec.NSAll, Net: nsexec.NetNone, Hostname: "joined",
 			Overlay: &nsexec.Overlay{Lowers: []string{"/"}},
-			Argv: []string{"/bin/sh", "-c", nsScript + `; echo marker > /etc/nsexec-marker; echo ready; exec sleep 60`}}
+			Argv:    []string{"/bin/sh", "-c", nsScript + `; echo marker > /etc/nsexec-marker; echo ready; exec sleep 60`}}
 		if u == nil {
 			spec.UIDMap = []nsexec.IDMap{{Inside: 0, Outside: 0, Count: 65536}} // root inside is root, to compare ids
 		}

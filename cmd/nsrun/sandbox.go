@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -251,50 +248,5 @@ func superviseSandbox(p *runPlan) error {
 	}
 	l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	l.Cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwarded()...)
-	defer signal.Stop(sigs)
-	type result struct {
-		status int
-		err    error
-	}
-	started := make(chan error, 1)
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // Pdeathsig: this thread lives until Wait returns
-		if err := l.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		st, _, _, err := l.Wait()
-		done <- result{st, err}
-	}()
-	if err := <-started; err != nil {
-		code := exitNsrunFailed
-		switch {
-		case errors.Is(err, nsexec.ErrCommandNotFound):
-			code = exitNotFound
-		case errors.Is(err, nsexec.ErrCommandNotExecutable):
-			code = exitNotExecutable
-		}
-		return &exitError{code: code, err: err}
-	}
-	for _, w := range l.Warnings {
-		fmt.Fprintf(os.Stderr, "nsrun: warning: %s\n", w)
-	}
-	for {
-		select {
-		case s := <-sigs:
-			_ = l.Cmd.Process.Signal(s)
-		case r := <-done:
-			if r.err != nil {
-				return &exitError{code: exitNsrunFailed, err: r.err}
-			}
-			if r.status == 0 {
-				return nil
-			}
-			return exitStatus(r.status)
-		}
-	}
+	return superviseLaunch(l, -1)
 }
