@@ -105,6 +105,16 @@ func driver(specJSON string) int {
 		l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
 	}
 	l.Cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	if cg := os.Getenv("NSEXEC_TEST_CGROUP"); cg != "" {
+		// Cloned straight into its own cgroup, as nsrun does with payload/.
+		f, err := os.Open(cg)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "driver: %v\n", err)
+			return 125
+		}
+		defer f.Close()
+		l.Cmd.SysProcAttr.UseCgroupFD, l.Cmd.SysProcAttr.CgroupFD = true, int(f.Fd())
+	}
 	if os.Getenv("NSEXEC_TEST_LEAK") != "" {
 		// A caller that leaks an fd without close-on-exec (A03).
 		fd, _ := syscall.Open("/", syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
@@ -854,4 +864,33 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return kids
+}
+
+func TestCgroupNamespaceShowsOwnSubtree(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireBox(t)
+	name := "nsrun-test-" + box.OwnerTag() + "-cgns"
+	host := filepath.Join(testBox.Cgroup(), name)
+	if err := os.Mkdir(host, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := os.Remove(host); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+		if _, err := os.Stat(host); err == nil {
+			t.Error("test cgroup left behind")
+		}
+	}()
+	spec := nsexec.Spec{Namespaces: nsexec.NSCgroup | nsexec.NSPID | nsexec.NSMount, Overlay: &nsexec.Overlay{Lowers: []string{"/"}},
+		Argv: []string{"/bin/sh", "-c", "grep ^0:: /proc/self/cgroup; ls /sys/fs/cgroup | grep -c -e system.slice -e init.scope -e " + name + "; exit 0"}}
+	cmd := sandboxCmd(t, nil, spec)
+	cmd.Env = append(cmd.Env, "NSEXEC_TEST_CGROUP=/sys/fs/cgroup/"+name)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if string(out) != "0::/\n0\n" {
+		t.Fatalf("inside the cgroup namespace: %q, want the sandbox's own cgroup as / and none of the box's", out)
+	}
 }
