@@ -90,6 +90,11 @@ func (c *child) waitMaps(fd int) {
 			c.fail(childErr("become root in the user namespace (uid 0 unmapped?)", err))
 		}
 	}
+	// An id change clears the parent death signal: set it again (a parent
+	// that died before this shows up as EOF on the sync socket).
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0); err != nil {
+		c.fail(childErr("set parent death signal", err))
+	}
 }
 
 // fail sends err to the parent and exits 125.

@@ -274,14 +274,23 @@ func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
 		return -1, childErr("read /", err)
 	}
 	sort.Strings(names)
-	var skipped []string
+	var readOnly, skipped []string
 	for _, name := range names {
-		if err := r.assembleEntry(lower, root, name, upper, work); err != nil {
+		err := r.assembleEntry(lower, root, name, upper, work)
+		if err == nil {
+			continue
+		}
+		if r.bindReadOnly(lower, root, name) == nil {
+			readOnly = append(readOnly, "/"+name)
+		} else {
 			skipped = append(skipped, "/"+name)
 		}
 	}
+	if len(readOnly) > 0 {
+		r.warn("--overlay-root=/: %s could not be overlaid in a user namespace (mounts below them); bound read-only instead", strings.Join(readOnly, ", "))
+	}
 	if len(skipped) > 0 {
-		r.warn("--overlay-root=/: could not overlay %s in a user namespace (left empty)", strings.Join(skipped, ", "))
+		r.warn("--overlay-root=/: %s could not be overlaid nor bound; left empty", strings.Join(skipped, ", "))
 	}
 	return root, nil
 }
@@ -319,6 +328,25 @@ func (r *rootfs) assembleEntry(lower, root int, name, upper, work string) error 
 		return err
 	}
 	defer unix.Close(mfd)
+	target, err := openIn(root, name, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	return attach(mfd, target)
+}
+
+// bindReadOnly binds lower/name with everything mounted below it,
+// read-only, onto the (already created) directory root/name.
+func (r *rootfs) bindReadOnly(lower, root int, name string) error {
+	mfd, err := cloneTree(lower, name, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
+	if err := setAttrs(mfd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, true); err != nil {
+		return err
+	}
 	target, err := openIn(root, name, true)
 	if err != nil {
 		return err
