@@ -773,6 +773,8 @@ func TestJoin(t *testing.T) {
 		if u == nil {
 			spec.UIDMap = []nsexec.IDMap{{Inside: 0, Outside: 0, Count: 65536}} // root inside is root, to compare ids
 		}
+		hostBefore, _ := os.ReadFile("/proc/self/mountinfo")
+		boxBefore := boxMounts(t)
 		cmd := sandboxCmd(t, u, spec)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -795,6 +797,14 @@ func TestJoin(t *testing.T) {
 		outText := readUntil(t, stdout, "ready\n")
 		want := nsLinks(t, strings.TrimSuffix(outText, "ready\n"))
 
+		// While the sandbox runs, neither the host's nor the box's mount
+		// table shows any of its mounts.
+		if now, _ := os.ReadFile("/proc/self/mountinfo"); !bytes.Equal(now, hostBefore) {
+			t.Errorf("the host's mount table changed while the sandbox runs:\n%s", now)
+		}
+		if now := boxMounts(t); now != boxBefore {
+			t.Errorf("the box's mount table changed while the sandbox runs:\n%s", now)
+		}
 		join := nsexec.Spec{Argv: []string{"/bin/sh", "-c", nsScript + `; cat /etc/nsexec-marker; hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status`}}
 		jcmd := sandboxCmd(t, u, join)
 		jcmd.Env = append(jcmd.Env, "NSEXEC_TEST_JOIN="+strconv.Itoa(pid))
@@ -893,4 +903,48 @@ func TestCgroupNamespaceShowsOwnSubtree(t *testing.T) {
 	if string(out) != "0::/\n0\n" {
 		t.Fatalf("inside the cgroup namespace: %q, want the sandbox's own cgroup as / and none of the box's", out)
 	}
+}
+
+func TestRootReadOnlyWithTmpfsAndBinds(t *testing.T) {
+	modes(t, func(t *testing.T, u *box.User) {
+		name := "root-dir"
+		if u != nil {
+			name = "root-dir-user"
+		}
+		root := overlayLower(t, name, nil)
+		data := filepath.Join(shared, name+"-data")
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if u != nil {
+			_ = os.Chown(data, u.UID, u.GID)
+		}
+		spec := nsexec.Spec{Namespaces: nsexec.NSPID, Root: root, Mounts: append(withHostBinaries(),
+			nsexec.Mount{Kind: nsexec.Tmpfs, Dest: "/scratch"},
+			nsexec.Mount{Kind: nsexec.Bind, Source: data, Dest: "/data"},
+			nsexec.Mount{Kind: nsexec.ROBind, Source: data, Dest: "/data-ro"})}
+		// A read-only root must have its mount points: nsrun does not
+		// create them there (it says so, see the error test below).
+		for _, d := range []string{"scratch", "data", "data-ro", "proc", "sys", "dev", "tmp", "run"} {
+			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := mustRun(t, u, spec, `cat /etc/lower-file
+touch /etc/x 2>/dev/null && echo "ROOT WRITABLE"
+touch /scratch/x && echo scratch-ok
+echo d > /data/from-inside && echo data-ok
+touch /data-ro/x 2>/dev/null && echo "RO-BIND WRITABLE"
+true`)
+		if out != "lower\nscratch-ok\ndata-ok\n" {
+			t.Fatalf("inside --root: %q", out)
+		}
+		if got, _ := os.ReadFile(filepath.Join(data, "from-inside")); string(got) != "d\n" {
+			t.Fatalf("write through --bind did not reach the host: %q", got)
+		}
+		spec.Mounts = append(spec.Mounts, nsexec.Mount{Kind: nsexec.Tmpfs, Dest: "/missing"})
+		if r := sandbox(t, u, spec, "true"); r.code != 125 || !strings.Contains(r.stderr, "root is read-only") {
+			t.Fatalf("a missing mount point in a read-only root: exit %d %s", r.code, r.stderr)
+		}
+	})
 }
