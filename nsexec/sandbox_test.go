@@ -948,3 +948,45 @@ true`)
 		}
 	})
 }
+
+// The sandbox does not outlive the process that started it (F04).
+func TestSandboxDiesWithItsCaller(t *testing.T) {
+	modes(t, func(t *testing.T, u *box.User) {
+		for _, noInit := range []bool{false, true} {
+			spec := nsexec.Spec{Namespaces: nsexec.NSPID | nsexec.NSMount, NoInit: noInit,
+				Argv: []string{"/bin/sh", "-c", "echo ready; exec sleep 60"}}
+			cmd := sandboxCmd(t, u, spec)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			readUntil(t, stdout, "ready\n")
+			drv := findDescendant(t, cmd.Process.Pid, testBin)
+			kids := childrenOf(drv)
+			if len(kids) != 1 {
+				t.Fatalf("driver has children %v", kids)
+			}
+			all := append([]int{kids[0]}, childrenOf(kids[0])...)
+			if err := syscall.Kill(drv, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			for _, pid := range all {
+				// Bounded wait for the kernel to deliver the death signal;
+				// nothing is timed.
+				for i := 0; i < 1000; i++ {
+					if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(data), ") Z ") {
+					t.Errorf("noInit=%v: sandbox process %d outlived its caller: %s", noInit, pid, data)
+				}
+			}
+		}
+	})
+}

@@ -386,3 +386,30 @@ func TestEnsureTargetStaysInRoot(t *testing.T) {
 		t.Fatalf("missing target not created inside the root: %v", err)
 	}
 }
+
+func TestLoadSeccompFile(t *testing.T) {
+	dir := t.TempDir()
+	prog, err := defaultFilter()
+	if err != nil {
+		t.Skip(err)
+	}
+	good := filepath.Join(dir, "good.bpf")
+	if err := os.WriteFile(good, prog, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadSeccompFile(good); err != nil || len(got) != len(prog) {
+		t.Fatalf("load a compiled program: %v", err)
+	}
+	for name, data := range map[string][]byte{"empty": nil, "odd": prog[:len(prog)-3], "huge": make([]byte, 8*4097)} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadSeccompFile(p); err == nil {
+			t.Errorf("%s program accepted", name)
+		}
+	}
+	if _, err := LoadSeccompFile(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
