@@ -168,7 +168,8 @@ func (r *rootfs) attachRoot(mfd int) error {
 // overlayRoot is --overlay-root: an overlay of the lowers with the given
 // upper and work directories, or on a tmpfs discarded at exit. When the
 // kernel refuses a single lower "/" (in a user namespace, because of the
-// locked mounts below it), the root is assembled per top-level directory.
+// locked mounts below it) or with an upper inside it, the root is
+// assembled per top-level directory.
 func (r *rootfs) overlayRoot() (int, error) {
 	o := r.spec.Overlay
 	var lowers []int
@@ -188,7 +189,9 @@ func (r *rootfs) overlayRoot() (int, error) {
 		r.keep(mfd)
 		return mfd, r.attachRoot(mfd)
 	}
-	if len(o.Lowers) != 1 || o.Lowers[0] != "/" || !r.spec.Namespaces.Has(NSUser) {
+	// Assemble per directory: in a user namespace (locked mounts below /),
+	// or with an upper inside "/" (the kernel refuses overlapping layers).
+	if len(o.Lowers) != 1 || o.Lowers[0] != "/" {
 		return -1, childErr("--overlay-root", fmt.Errorf("%w%s", err, overlayHint(r.spec)))
 	}
 	return r.assembleRoot(lowers[0], upper, work)
