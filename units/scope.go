@@ -136,3 +136,18 @@ func appendable(name string) bool {
 	}
 	return false
 }
+
+// AttachProcesses moves pids into unit's cgroup, or into subcgroup below it
+// (a path such as "/supervisor"; "" for the unit's own). A user manager
+// that may not move a process itself asks the system manager (systemd 238
+// and later), so this works for a caller outside the user's own subtree.
+func (c *Conn) AttachProcesses(ctx context.Context, unit, subcgroup string, pids []int) error {
+	u := make([]uint32, len(pids))
+	for i, p := range pids {
+		u[i] = uint32(p)
+	}
+	if err := c.sd.AttachProcessesToUnit(ctx, unit, subcgroup, u); err != nil {
+		return fmt.Errorf("attach processes to %s: %w", unit, err)
+	}
+	return nil
+}

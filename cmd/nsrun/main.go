@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/nsrun/nsrun/nsexec"
 	"github.com/spf13/cobra"
 )
 
@@ -40,8 +41,13 @@ func usageError(format string, args ...any) error {
 
 func main() {
 	// Hidden roles of the same binary, chosen before any CLI set-up.
-	if len(os.Args) > 1 && os.Args[1] == watchArg {
-		os.Exit(watchMain())
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case watchArg:
+			os.Exit(watchMain())
+		case nsexec.ChildArg: // the re-executed sandbox child
+			nsexec.ChildMain()
+		}
 	}
 	os.Exit(execute(os.Args[1:]))
 }
@@ -86,6 +92,7 @@ COMMAND has the name of an nsrun subcommand.`
 	root.AddCommand(newFreezeCmd())
 	root.AddCommand(newThawCmd())
 	root.AddCommand(newDevicesCmd())
+	root.AddCommand(newExecCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

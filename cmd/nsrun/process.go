@@ -133,27 +133,6 @@ func setEnv(env []string, name, value string) []string {
 	return append(env, name+"="+value)
 }
 
-// managerVariables are set by service managers and D-Bus for the process
-// they started; a sandboxed workload must not inherit them (they name
-// sockets outside the sandbox) unless the user passes them with -E.
-func isManagerVariable(kv string) bool {
-	name, _, _ := strings.Cut(kv, "=")
-	switch name {
-	case "NOTIFY_SOCKET", "MAINPID", "MANAGERPID", "INVOCATION_ID", "JOURNAL_STREAM",
-		"SYSTEMD_EXEC_PID", "WATCHDOG_PID", "WATCHDOG_USEC", "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK":
-		return true
-	}
-	return strings.HasPrefix(name, "DBUS_") || strings.HasPrefix(name, "LISTEN_")
-}
-
-// sandboxEnv is env without the manager variables, except those set by -E.
-func (pp *processPlan) sandboxEnv() []string {
-	return slices.DeleteFunc(slices.Clone(pp.env), func(kv string) bool {
-		name, _, _ := strings.Cut(kv, "=")
-		return isManagerVariable(kv) && !pp.setByUser[name]
-	})
-}
-
 func lookupUser(s string) (*user.User, error) {
 	if _, err := strconv.ParseUint(s, 10, 32); err == nil {
 		if u, err := user.LookupId(s); err == nil {

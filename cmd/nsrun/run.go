@@ -19,6 +19,7 @@ import (
 
 	"github.com/nsrun/nsrun/delegate"
 	"github.com/nsrun/nsrun/internal/cgv2"
+	"github.com/nsrun/nsrun/nsexec"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -36,6 +37,7 @@ type runOptions struct {
 	scopeMode     string
 	short         shorthandValues
 	proc          processOptions
+	sandbox       sandboxOptions
 }
 
 func (o *runOptions) addFlags(cmd *cobra.Command) {
@@ -57,6 +59,7 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.proc.gid, "gid", "", "run the workload with this group (name or number; root only)")
 	f.IntVar(&o.proc.preserveFDs, "preserve-fds", 0, "pass fds 3..3+N-1 on to the workload (otherwise only 0, 1 and 2 reach it)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
+	o.sandbox.addFlags(f)
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
@@ -77,6 +80,7 @@ type runPlan struct {
 	path      string // resolved COMMAND
 	argv      []string
 	proc      *processPlan
+	spec      *nsexec.Spec // the sandbox, when a namespace, filesystem or security option is set
 }
 
 func (o *runOptions) plan(args []string) (*runPlan, error) {
@@ -138,6 +142,28 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	}
 	if p.proc, err = o.proc.plan(); err != nil {
 		return nil, err
+	}
+	if o.sandbox.enabled() {
+		var keep []string
+		for name := range p.proc.setByUser {
+			keep = append(keep, name)
+		}
+		base := nsexec.Spec{
+			Argv:        args,
+			Env:         nsexec.CleanEnv(p.proc.env, keep),
+			Dir:         p.proc.dir,
+			Pty:         p.proc.pty,
+			PreserveFDs: p.proc.preserveFDs,
+		}
+		if c := p.proc.cred; c != nil {
+			base.UID, base.GID = &c.Uid, &c.Gid
+		}
+		if p.spec, err = o.sandbox.spec(base); err != nil {
+			return nil, usageError("%v", err)
+		}
+		if p.spec.Root != "" || p.spec.Overlay != nil {
+			return p, nil // COMMAND is looked up inside the new root
+		}
 	}
 	// Resolve COMMAND before creating anything: not found is 127, not
 	// executable 126, and neither leaves a scope behind.
@@ -321,7 +347,9 @@ func supervise(p *runPlan, pl *placement) error {
 		}
 	}
 	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs, forwarded(relay != nil)...)
+	// A sandboxed workload has a session of its own (nsexec), as has one
+	// on its own pty.
+	signal.Notify(sigs, forwarded(relay != nil || p.spec != nil)...)
 	if relay != nil {
 		signal.Notify(sigs, syscall.SIGWINCH)
 	}
@@ -375,24 +403,55 @@ func supervise(p *runPlan, pl *placement) error {
 		cmd.SysProcAttr.Setctty = true
 		cmd.SysProcAttr.Ctty = 0
 	}
+	start, wait := cmd.Start, func() error { return workloadStatus(cmd, cmd.Wait()) }
+	var launch *nsexec.Launch
+	if p.spec != nil {
+		// The sandbox child (nsrun re-executed with the clone flags) is
+		// born in payload/ the same way; it makes the workload's session,
+		// terminal and ids itself, so only stdio, fds, cgroup and
+		// Pdeathsig carry over from cmd.
+		spec := *p.spec
+		if p.path != "" {
+			spec.Path = p.path
+		}
+		if launch, err = nsexec.Prepare(&spec); err != nil {
+			w.done()
+			pl.abandon()
+			return usageError("%v", err)
+		}
+		lc := launch.Cmd
+		lc.Stdin, lc.Stdout, lc.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
+		lc.ExtraFiles = append(lc.ExtraFiles, p.proc.extraFiles...)
+		lc.SysProcAttr.UseCgroupFD, lc.SysProcAttr.CgroupFD = true, int(payload.Fd())
+		lc.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		cmd = lc
+		start = launch.Start
+		wait = func() error { return sandboxStatus(launch.Wait()) }
+	}
 	started := make(chan error, 1)
 	waited := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
+		if err := start(); err != nil {
 			started <- err
 			return
 		}
 		started <- nil
-		waited <- cmd.Wait()
+		waited <- wait()
 	}()
 	if err := <-started; err != nil {
 		w.done()
 		pl.abandon()
 		code := exitNsrunFailed
-		if errors.Is(err, fs.ErrPermission) {
+		switch {
+		case errors.Is(err, nsexec.ErrCommandNotFound):
+			code = exitNotFound
+		case errors.Is(err, nsexec.ErrCommandNotExecutable):
 			code = exitNotExecutable
-		} else if errors.Is(err, fs.ErrNotExist) {
+		case launch != nil:
+		case errors.Is(err, fs.ErrPermission):
+			code = exitNotExecutable
+		case errors.Is(err, fs.ErrNotExist):
 			code = exitNotFound
 		}
 		if p.proc.dir != "" && errors.Is(err, fs.ErrNotExist) {
@@ -407,7 +466,12 @@ func supervise(p *runPlan, pl *placement) error {
 		relay.start()
 	}
 	stopForTest("started")
-	var waitErr error
+	if launch != nil {
+		for _, warning := range launch.Warnings {
+			fmt.Fprintf(os.Stderr, "nsrun: warning: %s\n", warning)
+		}
+	}
+	var status error
 loop:
 	for {
 		select {
@@ -417,11 +481,10 @@ loop:
 				continue
 			}
 			_ = cmd.Process.Signal(s)
-		case waitErr = <-waited:
+		case status = <-waited:
 			break loop
 		}
 	}
-	status := workloadStatus(cmd, waitErr)
 	oom := oomKills(pl.tree.Payload)
 	// What the workload left running goes with it.
 	if err := pl.tree.KillPayload(10 * time.Second); err != nil {
@@ -451,6 +514,20 @@ func oomKills(dir string) int {
 		}
 	}
 	return 0
+}
+
+// sandboxStatus maps what nsexec reports of the workload (its init exits
+// with the workload's status) to nsrun's exit status.
+func sandboxStatus(status int, signaled bool, sig syscall.Signal, err error) error {
+	switch {
+	case err != nil:
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("sandbox: %w", err)}
+	case signaled:
+		return exitStatus(128 + int(sig))
+	case status == 0:
+		return nil
+	}
+	return exitStatus(status)
 }
 
 // workloadStatus maps how the workload ended to nsrun's exit status: its own

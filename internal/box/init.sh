@@ -67,6 +67,15 @@ if [ -e /proc/sysrq-trigger ]; then
 	mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
 	mount -o remount,bind,ro /proc/sysrq-trigger
 fi
+# A second proc with nothing mounted over it. The kernel lets a user
+# namespace mount a new proc only when one of its mount namespace's proc
+# mounts is fully visible (fs/namespace.c mount_too_revealing); the
+# read-only /proc/sys above hides part of /proc, so without this one no
+# unprivileged sandbox in the box could have its own /proc. Only the box's
+# root can write through it; systemd does not look here.
+mkdir -p -m 0700 /run/nsrun-box/visible-proc
+mkdir -p /run/nsrun-box/visible-proc/proc
+mount -t proc -o nosuid,nodev,noexec proc /run/nsrun-box/visible-proc/proc
 umount -l /sys
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
 mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup

@@ -1,0 +1,287 @@
+package nsexec
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// child is the sandbox child's state.
+type child struct {
+	spec *Spec
+	sync *os.File
+	enc  *json.Encoder
+}
+
+// ChildMain is the sandbox child: main() calls it when os.Args[1] is
+// ChildArg. It never returns: it execs the workload, stays as its PID 1, or
+// exits 125 after sending its error to the parent.
+func ChildMain() {
+	// Credentials, capabilities, no_new_privs and the seccomp filter are set
+	// per thread: everything from here runs on this thread, which execs the
+	// workload (or forks it, for an init).
+	runtime.LockOSThread()
+	fd, userns, join := -1, false, false
+	for _, a := range os.Args[2:] {
+		if v, ok := strings.CutPrefix(a, "--sync-fd="); ok {
+			fd, _ = strconv.Atoi(v)
+		}
+		userns = userns || a == "--userns"
+		join = join || a == "--join"
+	}
+	if fd < 3 {
+		fmt.Fprintln(os.Stderr, "nsrun: internal sandbox entry point: no sync fd")
+		os.Exit(125)
+	}
+	// Nothing the caller leaked reaches the sandbox, not even its init:
+	// the sync fd comes right after the preserved ones.
+	_ = unix.CloseRange(uint(fd)+1, ^uint(0), 0)
+	c := &child{sync: os.NewFile(uintptr(fd), "nsrun-sync")}
+	c.enc = json.NewEncoder(c.sync)
+	if userns {
+		c.waitMaps(fd)
+	}
+	unix.CloseOnExec(fd)
+	var spec Spec
+	if err := json.NewDecoder(c.sync).Decode(&spec); err != nil {
+		c.fail(childErr("read spec", err))
+	}
+	c.spec = &spec
+	if join {
+		c.fail(c.joined())
+	}
+	c.fail(c.run())
+}
+
+// waitMaps waits until the parent has written the id maps, then makes
+// this process root of the user namespace when the caller's own id is not
+// mapped (--uid-map ranges from /etc/subuid, or root's default map). The
+// capabilities to do so survived the unmapped execve as ambient
+// capabilities (Prepare sets them). One byte says "maps written"; it is
+// read raw so that nothing of the spec behind it is buffered away.
+func (c *child) waitMaps(fd int) {
+	var b [1]byte
+	for {
+		n, err := unix.Read(fd, b[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n != 1 || b[0] != mapsWritten {
+			c.fail(childErr("wait for the id maps", fmt.Errorf("unexpected reply from the parent (%v)", err)))
+		}
+		break
+	}
+	// Go's Setresgid/Setresuid change every thread, so the whole process
+	// is root of the namespace; an unmapped id reads as the overflow id.
+	if os.Getgid() != 0 {
+		if err := syscall.Setresgid(0, 0, 0); err != nil {
+			c.fail(childErr("become root in the user namespace (gid 0 unmapped?)", err))
+		}
+	}
+	if os.Getuid() != 0 {
+		if err := syscall.Setresuid(0, 0, 0); err != nil {
+			c.fail(childErr("become root in the user namespace (uid 0 unmapped?)", err))
+		}
+	}
+	// An id change clears the parent death signal: set it again (a parent
+	// that died before this shows up as EOF on the sync socket).
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0); err != nil {
+		c.fail(childErr("set parent death signal", err))
+	}
+}
+
+// fail sends err to the parent and exits 125.
+func (c *child) fail(err error) {
+	if err == nil {
+		err = fmt.Errorf("sandbox child: returned without starting the workload")
+	}
+	_ = c.enc.Encode(message{Kind: "error", Err: childErr("sandbox", err)})
+	os.Exit(125)
+}
+
+func (c *child) warn(format string, args ...any) {
+	_ = c.enc.Encode(message{Kind: "warn", Text: fmt.Sprintf(format, args...)})
+}
+
+// run sets the sandbox up and starts the workload; it returns only errors.
+func (c *child) run() error {
+	s := c.spec
+	if s.Namespaces.Has(NSMount) {
+		mnt, err := os.Readlink("/proc/self/ns/mnt")
+		if err != nil || s.HostMountNS == "" || mnt == s.HostMountNS {
+			return &ChildError{Step: "check mount namespace", Msg: "check mount namespace: still in the caller's mount namespace, refusing to mount"}
+		}
+	}
+	if s.Namespaces.Has(NSTime) {
+		if err := setupTime(s.Time); err != nil {
+			return err
+		}
+	}
+	if s.Namespaces.Has(NSCgroup) {
+		// Unshared here, not cloned: clone3 takes the new namespace's root
+		// from the parent's cgroup (supervisor/), not from the
+		// CLONE_INTO_CGROUP target (payload/), which is where we are now.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return childErr("unshare cgroup namespace", err)
+		}
+	}
+	// No one in the sandbox may ptrace this process or open its
+	// /proc/PID/exe, fds or memory while it holds host paths.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return childErr("make non-dumpable", err)
+	}
+	if s.Hostname != "" {
+		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+			return childErr("set hostname", err)
+		}
+	}
+	if s.Namespaces.Has(NSNet) {
+		if err := loopbackUp(); err != nil {
+			return childErr("bring up lo", err)
+		}
+	}
+	// Read now: /proc is the sandbox's after the mounts.
+	if _, err := lastCap(); err != nil {
+		return childErr("read cap_last_cap", err)
+	}
+	if s.Namespaces.Has(NSMount) {
+		if err := setupMounts(s, c.warn); err != nil {
+			return err
+		}
+	}
+	if s.newRoot() || s.Dir != "" {
+		dir := s.Dir
+		if dir == "" {
+			dir = "/"
+		}
+		if err := chdirInside(dir); err != nil {
+			return err
+		}
+	}
+	path, err := lookPath(s)
+	if err != nil {
+		return err
+	}
+	if s.Namespaces.Has(NSPID) && !s.NoInit {
+		return c.runInit(path)
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return childErr("setsid", err)
+	}
+	if s.Pty {
+		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+			return childErr("make the pty the controlling terminal", err)
+		}
+	}
+	if err := applySecurity(s); err != nil {
+		return err
+	}
+	if err := closeExtraFDs(3 + s.PreserveFDs); err != nil {
+		return err
+	}
+	_ = c.enc.Encode(message{Kind: "exec"})
+	err = unix.Exec(path, s.Argv, s.Env)
+	return childErr(stepExec, fmt.Errorf("%s: %w", s.Argv[0], err))
+}
+
+// chdirInside changes to dir and checks that the result lies inside the
+// sandbox's root (a leaked host directory would not: CVE-2024-21626).
+func chdirInside(dir string) error {
+	if err := unix.Chdir(dir); err != nil {
+		return childErr("change to working directory "+dir, err)
+	}
+	wd, err := os.Getwd()
+	if err != nil || !filepath.IsAbs(wd) {
+		return &ChildError{Step: "check working directory", Msg: fmt.Sprintf("working directory %s lies outside the sandbox", dir)}
+	}
+	return nil
+}
+
+// lookPath finds the command inside the sandbox: Spec.Path, or Argv[0] in
+// the PATH of the workload's environment.
+func lookPath(s *Spec) (string, error) {
+	name := s.Path
+	if name == "" {
+		name = s.Argv[0]
+	}
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	pathVar := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range s.Env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	denied := false
+	for _, dir := range filepath.SplitList(pathVar) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		st, err := os.Stat(p)
+		if err != nil || st.IsDir() {
+			continue
+		}
+		if unix.Access(p, unix.X_OK) == nil {
+			return p, nil
+		}
+		denied = true
+	}
+	if denied {
+		return "", &ChildError{Step: stepExec, Errno: syscall.EACCES, Msg: name + ": not executable"}
+	}
+	return "", &ChildError{Step: stepExec, Errno: syscall.ENOENT, Msg: name + ": command not found"}
+}
+
+// closeExtraFDs marks every fd from first on close-on-exec, so that only
+// 0, 1, 2 and the preserved fds reach the workload.
+func closeExtraFDs(first int) error {
+	if err := unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return childErr("close inherited fds", err)
+	}
+	return nil
+}
+
+// setupTime moves the child's future children, and after exec itself, into
+// a new time namespace with the given offsets. Offsets can be written only
+// before any process has entered the namespace, so it is unshared here
+// rather than cloned (time_namespaces(7); execve enters it since Linux 5.8).
+func setupTime(t *TimeOffsets) error {
+	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
+		return childErr("unshare time namespace", err)
+	}
+	if t == nil || (t.Monotonic == 0 && t.Boottime == 0) {
+		return nil
+	}
+	text := fmt.Sprintf("monotonic %d 0\nboottime %d 0\n", t.Monotonic, t.Boottime)
+	if err := os.WriteFile("/proc/self/timens_offsets", []byte(text), 0); err != nil {
+		return childErr("set time offsets", err)
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in the new network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}

@@ -1,0 +1,385 @@
+package nsexec
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The root filesystem, built in the child's private mount namespace:
+//
+//  1. every mount is made private, so nothing propagates to the host;
+//  2. host-side inputs (lower, upper and work directories, --root, bind
+//     sources, /dev nodes) are opened or cloned as fds, with the caller's
+//     credentials, before anything is covered;
+//  3. the root (overlay, or a read-only clone of --root) is built detached
+//     and attached at /tmp of this namespace (a place to pivot from);
+//  4. inside it, resolved safely (paths.go): /proc, /sys, /dev, /tmp, /run,
+//     the user's mounts, then the masks;
+//  5. pivot_root(".", ".") and the old root is detached.
+//
+// Without --root or --overlay-root the root stays the caller's: only /proc
+// (with a pid namespace) and the user's mounts, onto targets that exist.
+
+const stagingDir = "/tmp"
+
+// procMasks are hidden behind /dev/null (files) or an empty read-only tmpfs
+// (directories) when they exist; procReadOnly are remounted read-only.
+var (
+	procMasks = []string{
+		"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats",
+		"/proc/kallsyms", "/proc/kmsg", "/proc/sysrq-trigger", "/proc/config.gz", "/proc/vmallocinfo",
+		"/proc/acpi", "/proc/scsi", "/proc/asound", "/proc/firmware",
+	}
+	procReadOnly = []string{"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"}
+	sysMasks     = []string{"/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/security", "/sys/kernel/debug"}
+	devNodes     = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
+)
+
+// ProcMasks and SysMasks list what the sandbox hides (for tests and status).
+func ProcMasks() []string { return append([]string(nil), procMasks...) }
+
+type rootfs struct {
+	spec *Spec
+	warn func(string, ...any)
+	root int // fd of the new root (the attached root mount)
+	fds  []int
+}
+
+func (r *rootfs) keep(fd int) int { r.fds = append(r.fds, fd); return fd }
+
+func (r *rootfs) closeAll() {
+	for _, fd := range r.fds {
+		unix.Close(fd)
+	}
+}
+
+func setupMounts(s *Spec, warn func(string, ...any)) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return childErr("make mounts private", err)
+	}
+	r := &rootfs{spec: s, warn: warn}
+	defer r.closeAll()
+	if !s.newRoot() {
+		return r.inPlace()
+	}
+	binds, err := r.openBinds()
+	if err != nil {
+		return err
+	}
+	var rootMnt int
+	if s.Root != "" {
+		rootMnt, err = r.cloneRoot()
+	} else {
+		rootMnt, err = r.overlayRoot()
+	}
+	if err != nil {
+		return err
+	}
+	r.root = rootMnt
+	if err := r.standardMounts(); err != nil {
+		return err
+	}
+	if err := r.userMounts(binds); err != nil {
+		return err
+	}
+	if err := r.masks(); err != nil {
+		return err
+	}
+	return r.pivot()
+}
+
+// inPlace handles a mount namespace without a new root.
+func (r *rootfs) inPlace() error {
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return childErr("open /", err)
+	}
+	r.root = r.keep(root)
+	binds, err := r.openBinds()
+	if err != nil {
+		return err
+	}
+	if r.spec.Namespaces.Has(NSPID) {
+		if err := r.mountProc(); err != nil {
+			return err
+		}
+		if err := r.masks(); err != nil {
+			return err
+		}
+	}
+	return r.userMounts(binds)
+}
+
+// openBinds clones the bind sources before anything is covered.
+func (r *rootfs) openBinds() (map[int]int, error) {
+	binds := map[int]int{}
+	for i, m := range r.spec.Mounts {
+		if m.Kind == Tmpfs {
+			continue
+		}
+		fd, err := cloneTree(unix.AT_FDCWD, m.Source, true)
+		if err != nil {
+			return nil, childErr("--"+string(m.Kind)+" "+m.Source, err)
+		}
+		r.keep(fd)
+		attrs := uint64(unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID)
+		if m.Kind == ROBind {
+			attrs |= unix.MOUNT_ATTR_RDONLY
+		}
+		if err := setAttrs(fd, attrs, true); err != nil {
+			return nil, childErr("--"+string(m.Kind)+" "+m.Source, err)
+		}
+		binds[i] = fd
+	}
+	return binds, nil
+}
+
+// cloneRoot is --root: a read-only recursive clone of DIR.
+func (r *rootfs) cloneRoot() (int, error) {
+	fd, err := cloneTree(unix.AT_FDCWD, r.spec.Root, true)
+	if err != nil {
+		return -1, childErr("--root "+r.spec.Root, err)
+	}
+	r.keep(fd)
+	if err := setAttrs(fd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, true); err != nil {
+		return -1, childErr("--root "+r.spec.Root, err)
+	}
+	return fd, r.attachRoot(fd)
+}
+
+// attachRoot attaches the root mount at the staging directory.
+func (r *rootfs) attachRoot(mfd int) error {
+	st, err := unix.Open(stagingDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return childErr("open staging directory "+stagingDir, err)
+	}
+	defer unix.Close(st)
+	if err := attach(mfd, st); err != nil {
+		return childErr("attach the new root", err)
+	}
+	return nil
+}
+
+// overlayRoot is --overlay-root: an overlay of the lowers with the given
+// upper and work directories, or on a tmpfs discarded at exit. When the
+// kernel refuses a single lower "/" (in a user namespace, because of the
+// locked mounts below it) or with an upper inside it, the root is
+// assembled per top-level directory.
+func (r *rootfs) overlayRoot() (int, error) {
+	o := r.spec.Overlay
+	var lowers []int
+	for _, l := range o.Lowers {
+		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, childErr("--overlay-root "+l, err)
+		}
+		lowers = append(lowers, r.keep(fd))
+	}
+	upper, work, err := r.upperWork()
+	if err != nil {
+		return -1, err
+	}
+	mfd, err := r.overlay(lowersPaths(lowers, ""), upper, work)
+	if err == nil {
+		r.keep(mfd)
+		return mfd, r.attachRoot(mfd)
+	}
+	// Assemble per directory: in a user namespace (locked mounts below /),
+	// or with an upper inside "/" (the kernel refuses overlapping layers).
+	if len(o.Lowers) != 1 || o.Lowers[0] != "/" {
+		return -1, childErr("--overlay-root", fmt.Errorf("%w%s", err, overlayHint(r.spec)))
+	}
+	return r.assembleRoot(lowers[0], upper, work)
+}
+
+func overlayHint(s *Spec) string {
+	if s.Namespaces.Has(NSUser) {
+		return " (an overlay in a user namespace needs Linux 5.11 and lower directories without locked submounts)"
+	}
+	return ""
+}
+
+func lowersPaths(lowers []int, sub string) []string {
+	var p []string
+	for _, fd := range lowers {
+		p = append(p, fdPath(fd)+sub)
+	}
+	return p
+}
+
+// upperWork opens --overlay-upper/--overlay-work, or makes both on a fresh
+// tmpfs that lives only as long as the overlay.
+func (r *rootfs) upperWork() (upper, work string, err error) {
+	o := r.spec.Overlay
+	if o.Upper != "" {
+		var fds [2]int
+		for i, d := range []string{o.Upper, o.Work} {
+			fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return "", "", childErr("open overlay directory "+d, err)
+			}
+			fds[i] = r.keep(fd)
+		}
+		return fdPath(fds[0]), fdPath(fds[1]), nil
+	}
+	t, err := newFS("tmpfs", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, fsOpt{"mode", "0755"})
+	if err != nil {
+		return "", "", childErr("tmpfs for the overlay upper", err)
+	}
+	r.keep(t)
+	for _, d := range []string{"upper", "work"} {
+		if err := unix.Mkdirat(t, d, 0o755); err != nil {
+			return "", "", childErr("tmpfs for the overlay upper", err)
+		}
+	}
+	return fdPath(t) + "/upper", fdPath(t) + "/work", nil
+}
+
+func (r *rootfs) overlay(lowers []string, upper, work string) (int, error) {
+	opts := []fsOpt{}
+	for _, l := range lowers {
+		opts = append(opts, fsOpt{"lowerdir+", l})
+	}
+	opts = append(opts, fsOpt{"upperdir", upper}, fsOpt{"workdir", work})
+	if r.spec.Namespaces.Has(NSUser) {
+		opts = append(opts, fsOpt{"userxattr", ""})
+	}
+	return newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, opts...)
+}
+
+// assembleRoot builds an overlay of "/" one top-level directory at a time
+// on a tmpfs root: a user namespace may not overlay a directory with locked
+// submounts, and / always has some. Directories that cannot be overlaid
+// are left empty and reported; /proc, /sys, /dev, /tmp and /run get fresh
+// mounts anyway. Symlinks are copied; files are bound read-only.
+func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
+	root, err := newFS("tmpfs", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, fsOpt{"mode", "0755"})
+	if err != nil {
+		return -1, childErr("tmpfs root", err)
+	}
+	r.keep(root)
+	if err := r.attachRoot(root); err != nil {
+		return -1, err
+	}
+	dir, err := unix.Openat(lower, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, childErr("read /", err)
+	}
+	f := os.NewFile(uintptr(dir), "/")
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return -1, childErr("read /", err)
+	}
+	sort.Strings(names)
+	var readOnly, skipped []string
+	for _, name := range names {
+		err := r.assembleEntry(lower, root, name, upper, work)
+		if err == nil {
+			continue
+		}
+		if r.bindReadOnly(lower, root, name) == nil {
+			readOnly = append(readOnly, "/"+name)
+		} else {
+			skipped = append(skipped, "/"+name)
+		}
+	}
+	if len(readOnly) > 0 {
+		r.warn("--overlay-root=/: %s could not be overlaid in a user namespace (mounts below them); bound read-only instead", strings.Join(readOnly, ", "))
+	}
+	if len(skipped) > 0 {
+		r.warn("--overlay-root=/: %s could not be overlaid nor bound; left empty", strings.Join(skipped, ", "))
+	}
+	return root, nil
+}
+
+func (r *rootfs) assembleEntry(lower, root int, name, upper, work string) error {
+	switch name {
+	case "proc", "sys", "dev", "tmp", "run":
+		return unix.Mkdirat(root, name, 0o755)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(lower, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		target, err := readlinkat(lower, name)
+		if err != nil {
+			return err
+		}
+		return unix.Symlinkat(target, root, name)
+	case unix.S_IFDIR:
+	default:
+		return nil // top-level files and nodes are rare and not needed
+	}
+	if err := unix.Mkdirat(root, name, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d+"/"+name, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	mfd, err := r.overlay([]string{fdPath(lower) + "/" + name}, upper+"/"+name, work+"/"+name)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
+	target, err := openIn(root, name, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	return attach(mfd, target)
+}
+
+// bindReadOnly binds lower/name with everything mounted below it,
+// read-only, onto the (already created) directory root/name.
+func (r *rootfs) bindReadOnly(lower, root int, name string) error {
+	mfd, err := cloneTree(lower, name, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
+	if err := setAttrs(mfd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, true); err != nil {
+		return err
+	}
+	target, err := openIn(root, name, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	return attach(mfd, target)
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// pivot makes the new root "/" and detaches the old one.
+func (r *rootfs) pivot() error {
+	if err := unix.Fchdir(r.root); err != nil {
+		return childErr("enter the new root", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return childErr("pivot_root", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return childErr("detach the old root", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return childErr("chdir /", err)
+	}
+	return nil
+}
