@@ -75,6 +75,7 @@ when it is not found.
 COMMAND has the name of an nsrun subcommand.`
 	root.AddCommand(newRunCmd("run [OPTIONS] [--] COMMAND [ARG...]",
 		"Run COMMAND in a transient scope (the default command)"))
+	root.AddCommand(newProfileCmd(), newGenDocsCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -42,6 +42,7 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
 	f.BoolVar(&o.allowDegraded, "allow-degraded", false, "run even when a requested limit cannot be put in force (warn instead of refusing)")
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
+	addProfileFlag(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
 		for _, p := range units.KnownProperties() {
@@ -111,6 +112,10 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 }
 
 func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
+	args, err := applyProfile(cmd, args)
+	if err != nil {
+		return err
+	}
 	p, err := o.plan(args)
 	if err != nil {
 		return err
