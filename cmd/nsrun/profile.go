@@ -34,9 +34,9 @@ import (
 type valueMode int
 
 const (
-	asIs  valueMode = iota // the whole value is one flag value
-	words                  // systemd words (quotes, escapes), one flag value each
-	boolean                // systemd boolean, "true" or "false"
+	asIs    valueMode = iota // the whole value is one flag value
+	words                    // systemd words (quotes, escapes), one flag value each
+	boolean                  // systemd boolean, "true" or "false"
 )
 
 // sandboxKey maps one [Sandbox] key to a run flag.
