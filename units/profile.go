@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Profiles: nsrun settings in unit-file syntax, found and merged the way
@@ -53,7 +56,9 @@ func ProfileDirs(m Manager, configHome string) []string {
 // Profile is a profile's files and assignments before merging.
 type Profile struct {
 	Name string
-	// Files are the main file, then the drop-ins in the order applied.
+	// Files are the main file, then the drop-ins in the order applied
+	// (masking ones, empty or /dev/null, included, as systemctl cat lists
+	// them).
 	Files []string
 	// Assignments are every file's assignments in the order applied.
 	Assignments []Assignment
@@ -136,6 +141,7 @@ func readProfile(name, main string, dropDirs []string) (*Profile, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.Files = append(p.Files, f)
 		if masked {
 			continue // masks the same name below; adds nothing
 		}
@@ -143,18 +149,14 @@ func readProfile(name, main string, dropDirs []string) (*Profile, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.Files = append(p.Files, f)
 		p.Assignments = append(p.Assignments, as...)
 	}
 	return p, nil
 }
 
 // readProfileFile reads a profile file; masked is true for an empty file or
-// a symlink to /dev/null.
+// /dev/null (a symlink to it), as systemd's null_or_empty() decides.
 func readProfileFile(path string) (data []byte, masked bool, err error) {
-	if t, err := filepath.EvalSymlinks(path); err == nil && t == os.DevNull {
-		return nil, true, nil
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, false, fmt.Errorf("read profile: %w", err)
@@ -163,6 +165,9 @@ func readProfileFile(path string) (data []byte, masked bool, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, false, fmt.Errorf("read profile: %w", err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && st.Mode()&fs.ModeCharDevice != 0 && sys.Rdev == unix.Mkdev(1, 3) {
+		return nil, true, nil
 	}
 	if !st.Mode().IsRegular() {
 		return nil, false, &ProfileError{Source: Source{File: path}, Err: errors.New("not a regular file")}

@@ -174,7 +174,7 @@ func TestMergeGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantFiles := []string{"etc/job.conf", "usr/job.conf.d/10-a.conf", "run/job.conf.d/20-b.conf",
-		"usr/job.conf.d/30-c.conf", "etc/job.conf.d/40-d.conf", "usr/job.conf.d/60-f.conf"}
+		"usr/job.conf.d/30-c.conf", "etc/job.conf.d/40-d.conf", "etc/job.conf.d/50-e.conf", "usr/job.conf.d/60-f.conf"}
 	var files []string
 	for _, f := range p.Files {
 		rel, _ := filepath.Rel(root, f)
