@@ -106,9 +106,7 @@ func ParseProfile(file string, data []byte) ([]Assignment, error) {
 func systemdValue(v string) string {
 	v = strings.ReplaceAll(v, "\\\n", " ")
 	v = strings.TrimSuffix(v, "\n")
-	if strings.HasSuffix(v, "\\") { // continuation at the end of the file
-		v = v[:len(v)-1]
-	}
+	v = strings.TrimSuffix(v, "\\") // a continuation at the end of the file
 	return strings.TrimSpace(v)
 }
 

@@ -59,7 +59,7 @@ var sandboxKeys = []sandboxKey{
 	{key: "AllowDegraded", flag: "allow-degraded", kind: units.Single, mode: boolean},
 	// process
 	{key: "Environment", flag: "setenv", kind: units.List, mode: words,
-		doc: `A space-separated list of NAME=VALUE (or NAME) words; quote a word holding spaces: Environment="A=b c" D=e.`},
+		doc: `For example Environment="A=b c" D=e.`},
 	{key: "WorkingDirectory", flag: "chdir", kind: units.Single},
 	{key: "PTY", flag: "pty", kind: units.Single, mode: boolean},
 	{key: "User", flag: "uid", kind: units.Single},
@@ -67,7 +67,7 @@ var sandboxKeys = []sandboxKey{
 	{key: "PreserveFDs", flag: "preserve-fds", kind: units.Single},
 	// namespaces and ids
 	{key: "Unshare", flag: "unshare", kind: units.List, mode: words, join: ",",
-		doc: "Namespaces, space- or comma-separated; accumulates."},
+		doc: "Commas separate too: Unshare=user,mount."},
 	{key: "UnshareAll", flag: "unshare-all", kind: units.Single, mode: boolean},
 	{key: "MapRoot", flag: "map-root", kind: units.Single, mode: boolean},
 	{key: "MapUser", flag: "map-user", kind: units.Single},
