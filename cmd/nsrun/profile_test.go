@@ -282,3 +282,98 @@ func TestManPages(t *testing.T) {
 		t.Error("nsrun-run(1) does not describe --profile")
 	}
 }
+
+// profileSamples is, per key, a profile value and the command line that
+// must give the same flags.
+var profileSamples = map[string]struct {
+	value string
+	cli   []string
+}{
+	"Unit/Description":            {"a job", []string{"--description=a job"}},
+	"Unit/After":                  {"x.service", []string{"-p", "After=x.service"}},
+	"Scope/Slice":                 {"batch.slice", []string{"--slice=batch.slice"}},
+	"Scope/MemoryMax":             {"2G", []string{"-p", "MemoryMax=2G"}},
+	"Scope/DeviceAllow":           {"/dev/null rw", []string{"-p", "DeviceAllow=/dev/null rw"}},
+	"Sandbox/Scope":               {"auto", []string{"--scope=auto"}},
+	"Sandbox/AllowDegraded":       {"yes", []string{"--allow-degraded"}},
+	"Sandbox/Environment":         {`"A=b c" D=e`, []string{"--setenv=A=b c", "--setenv=D=e"}},
+	"Sandbox/WorkingDirectory":    {"/src", []string{"--chdir=/src"}},
+	"Sandbox/PTY":                 {"yes", []string{"--pty"}},
+	"Sandbox/User":                {"nobody", []string{"--uid=nobody"}},
+	"Sandbox/Group":               {"nogroup", []string{"--gid=nogroup"}},
+	"Sandbox/PreserveFDs":         {"2", []string{"--preserve-fds=2"}},
+	"Sandbox/Unshare":             {"user mount,pid", []string{"--unshare=user,mount,pid"}},
+	"Sandbox/UnshareAll":          {"yes", []string{"--unshare-all"}},
+	"Sandbox/MapRoot":             {"yes", []string{"--map-root"}},
+	"Sandbox/MapUser":             {"1000", []string{"--map-user=1000"}},
+	"Sandbox/UIDMap":              {"0:100000:65536", []string{"--uid-map=0:100000:65536"}},
+	"Sandbox/GIDMap":              {"0:100000:65536", []string{"--gid-map=0:100000:65536"}},
+	"Sandbox/Hostname":            {"box", []string{"--hostname=box"}},
+	"Sandbox/Network":             {"none", []string{"--net=none"}},
+	"Sandbox/TimeOffset":          {"monotonic:10 boottime:20", []string{"--time-offset=monotonic:10,boottime:20"}},
+	"Sandbox/RootDirectory":       {"/srv/root", []string{"--root=/srv/root"}},
+	"Sandbox/OverlayRoot":         {"/", []string{"--overlay-root=/"}},
+	"Sandbox/OverlayUpper":        {"/var/up", []string{"--overlay-upper=/var/up"}},
+	"Sandbox/OverlayWork":         {"/var/work", []string{"--overlay-work=/var/work"}},
+	"Sandbox/Bind":                {"/a:/b /c", []string{"--bind=/a:/b", "--bind=/c"}},
+	"Sandbox/ReadOnlyBind":        {"/a", []string{"--ro-bind=/a"}},
+	"Sandbox/TemporaryFileSystem": {"/tmp /run", []string{"--tmpfs=/tmp", "--tmpfs=/run"}},
+	"Sandbox/Device":              {"/dev/kvm:rw", []string{"--device=/dev/kvm:rw"}},
+	"Sandbox/DeviceRule":          {"c 195:* rw", []string{"--device-rule=c 195:* rw"}},
+	"Sandbox/DevicePolicy":        {"strict", []string{"--device-policy=strict"}},
+	"Sandbox/DeviceSet":           {"kvm fuse", []string{"--device-set=kvm", "--device-set=fuse"}},
+	"Sandbox/Sandbox":             {"yes", []string{"--sandbox"}},
+	"Sandbox/Capabilities":        {"CAP_NET_ADMIN", []string{"--cap-add=CAP_NET_ADMIN"}},
+	"Sandbox/Seccomp":             {"none", []string{"--seccomp=none"}},
+}
+
+// TestSandboxKeysReachTheirFlags: each key, in a profile, leaves the run
+// command's flags exactly as the equivalent command line does. Keys whose
+// flag this build lacks are reported by TestEverySandboxKeyHasARunFlag.
+func TestSandboxKeysReachTheirFlags(t *testing.T) {
+	dump := func(cmd *cobra.Command) map[string]string {
+		m := map[string]string{}
+		cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+			if fl.Name != "profile" {
+				m[fl.Name] = fl.Value.String()
+			}
+		})
+		return m
+	}
+	for id, sample := range profileSamples {
+		section, key, _ := strings.Cut(id, "/")
+		flags, _, err := profileFlagValues(units.Setting{Section: section, Key: key},
+			units.Assignment{Section: section, Key: key, Value: sample.value})
+		if err != nil {
+			t.Errorf("%s=%s: %v", key, sample.value, err)
+			continue
+		}
+		if newRunCmd("run", "").Flags().Lookup(flags[0]) == nil {
+			continue
+		}
+		dir := writeFiles(t, map[string]string{"p.conf": "[" + section + "]\n" + key + "=" + sample.value + "\n"})
+		viaProfile, viaCLI := newRunCmd("run", ""), newRunCmd("run", "")
+		if err := viaProfile.ParseFlags([]string{"--profile=" + dir + "/p.conf"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := applyProfile(viaProfile, []string{"true"}); err != nil {
+			t.Errorf("%s=%s: %v", key, sample.value, err)
+			continue
+		}
+		if err := viaCLI.ParseFlags(sample.cli); err != nil {
+			t.Errorf("%s: %v", strings.Join(sample.cli, " "), err)
+			continue
+		}
+		p, c := dump(viaProfile), dump(viaCLI)
+		for name := range c {
+			if p[name] != c[name] {
+				t.Errorf("[%s] %s=%s gives --%s=%s; %s gives %s", section, key, sample.value, name, p[name], strings.Join(sample.cli, " "), c[name])
+			}
+		}
+	}
+	for _, k := range sandboxKeys {
+		if _, ok := profileSamples["Sandbox/"+k.key]; !ok && k.flag != "" {
+			t.Errorf("no sample for [Sandbox] %s=", k.key)
+		}
+	}
+}
