@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseProfile(t *testing.T) {
@@ -342,6 +343,23 @@ func FuzzParseProfile(f *testing.F) {
 		for _, a := range as {
 			if a.Source.Line < 1 || a.Key == "" || a.Section == "" {
 				t.Fatalf("bad assignment %+v", a)
+			}
+		}
+	})
+}
+
+func FuzzSplitWords(f *testing.F) {
+	for _, s := range []string{`a "b c" 'd'`, `\x41\n`, `"open`, `a\`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ws, err := SplitWords(s)
+		if err != nil {
+			return
+		}
+		for _, w := range ws {
+			if !utf8.ValidString(w) && utf8.ValidString(s) {
+				t.Fatalf("word %q of valid %q is invalid UTF-8", w, s)
 			}
 		}
 	})

@@ -373,3 +373,23 @@ Command=sh -c 'cat /proc/self/cgroup > `+g.dir+`/cgroup; `+strings.ReplaceAll(g.
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDelegateDropIn: contrib's user@.service.d/delegate.conf, installed as
+// make install does, delegates cpu, cpuset, io, memory and pids to user
+// managers (systemd's default is cpu, memory and pids).
+func TestDelegateDropIn(t *testing.T) {
+	requireBox(t)
+	text, err := os.ReadFile("../../contrib/systemd/user@.service.d/delegate.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/run/systemd/system/user@.service.d/nsrun-delegate.conf"
+	boxRemove(t, path)
+	t.Cleanup(func() { _, _ = testBox.Run(context.Background(), "systemctl", "daemon-reload") })
+	boxWrite(t, nil, path, string(text))
+	systemctl(t, nil, "daemon-reload")
+	got := showProps(t, nil, "user@4242.service", "Delegate", "DelegateControllers")
+	if got["Delegate"] != "yes" || got["DelegateControllers"] != "cpu cpuset io memory pids" {
+		t.Errorf("user@.service with the drop-in: %v, want Delegate=yes DelegateControllers=cpu cpuset io memory pids", got)
+	}
+}
