@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,11 +225,14 @@ func testScopeInManager(t *testing.T, u *box.User) {
 	if !strings.HasSuffix(cg, "/e2e.slice/e2e-x.slice/"+unit+".scope") {
 		t.Errorf("ControlGroup=%q, want it under e2e.slice/e2e-x.slice", cg)
 	}
-	// The workload runs in the scope's cgroup (read from the host's side).
+	// nsrun sits in supervisor/, the workload in payload/, nothing in the
+	// scope's own cgroup (read from the host's side).
 	hostCg := filepath.Join(testBox.Cgroup(), cg)
-	procs, err := os.ReadFile(filepath.Join(hostCg, "cgroup.procs"))
-	if err != nil || len(strings.Fields(string(procs))) < 2 {
-		t.Errorf("scope cgroup %s holds %q (%v), want nsrun and the workload", hostCg, procs, err)
+	for leaf, want := range map[string]string{"": "", "supervisor": "nsrun", "payload": "sh"} {
+		comms := cgroupComms(t, filepath.Join(hostCg, leaf))
+		if want == "" && len(comms) != 0 || want != "" && !slices.Contains(comms, want) {
+			t.Errorf("%s/%s holds %q, want %q", cg, leaf, comms, want)
+		}
 	}
 	if u != nil {
 		var st syscall.Stat_t
@@ -349,22 +354,48 @@ func TestExistingUnitNotAdopted(t *testing.T) {
 	waitUnitGone(t, nil, unit+".scope")
 }
 
-// scopeProcs returns the host pids in a scope's cgroup with their comm.
+// scopeProcs returns the host pids in a scope's cgroup and below it, with
+// their comm.
 func scopeProcs(t *testing.T, unit string) map[int]string {
 	t.Helper()
 	cg := showProps(t, nil, unit, "ControlGroup")["ControlGroup"]
-	data, err := os.ReadFile(filepath.Join(testBox.Cgroup(), cg, "cgroup.procs"))
+	procs := map[int]string{}
+	err := filepath.WalkDir(filepath.Join(testBox.Cgroup(), cg), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(string(data)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			procs[pid] = strings.TrimSpace(string(comm))
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	procs := map[int]string{}
-	for _, f := range strings.Fields(string(data)) {
-		var pid int
-		fmt.Sscan(f, &pid)
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		procs[pid] = strings.TrimSpace(string(comm))
-	}
 	return procs
+}
+
+// cgroupComms lists the comm of every process in one cgroup (not below).
+func cgroupComms(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Errorf("read %s: %v", dir, err)
+		return nil
+	}
+	var comms []string
+	for _, f := range strings.Fields(string(data)) {
+		comm, _ := os.ReadFile("/proc/" + f + "/comm")
+		comms = append(comms, strings.TrimSpace(string(comm)))
+	}
+	return comms
 }
 
 func nsrunPid(t *testing.T, unit string) int {

@@ -39,6 +39,10 @@ func usageError(format string, args ...any) error {
 }
 
 func main() {
+	// Hidden roles of the same binary, chosen before any CLI set-up.
+	if len(os.Args) > 1 && os.Args[1] == watchArg {
+		os.Exit(watchMain())
+	}
 	os.Exit(execute(os.Args[1:]))
 }
 

@@ -294,8 +294,8 @@ func TestUserProfile(t *testing.T) {
 }
 
 // TestTemplateService: contrib's nsrun@.service and nsrun.slice, installed
-// as make install does, run the profile's Command= with the profile's
-// settings on the unit that holds the job.
+// as make install does, run the profile's Command= in place (no nested
+// scope) with the profile's settings.
 func TestTemplateService(t *testing.T) {
 	requireBox(t)
 	name := uniqueName(t, "e2ejob")
@@ -319,14 +319,20 @@ func TestTemplateService(t *testing.T) {
 	boxWrite(t, nil, "/run/systemd/system/nsrun@.service", installed)
 	boxWrite(t, nil, "/run/systemd/system/nsrun.slice", string(sliceText))
 	g := newGate(t, nil)
-	boxWrite(t, nil, "/etc/nsrun/profiles/"+name+".conf", `[Unit]
-Description=template job `+name+`
-[Scope]
-RuntimeMaxSec=17min
+	// In place there is no unit of nsrun's own: the profile carries what
+	// applies to the job (a cgroup limit, written to the payload leaf, and
+	// process settings); a description or a slice would be refused.
+	boxWrite(t, nil, "/etc/nsrun/profiles/"+name+".conf", `[Scope]
+TasksMax=77
 [Sandbox]
 AllowDegraded=yes
-Command=sh -c 'cat /proc/self/cgroup > `+g.dir+`/cgroup; `+strings.ReplaceAll(g.script(5), "'", "")+`'
+Environment=E2E_PROFILE=yes
+WorkingDirectory=/var
+Command=sh -c 'cat /proc/self/cgroup > `+g.dir+`/cgroup; echo "$E2E_PROFILE $PWD" > `+g.dir+`/env; `+g.script(5)+`'
 `)
+	// nsrun's messages, for the log of a failure (the box has no journal).
+	boxWrite(t, nil, "/run/systemd/system/"+svc+".d/stderr.conf", "[Service]\nStandardError=file:"+g.dir+"/stderr\n")
+	boxRemove(t, "/run/systemd/system/"+svc+".d")
 	systemctl(t, nil, "daemon-reload")
 	t.Cleanup(func() {
 		_, _ = testBox.Run(context.Background(), "systemctl", "stop", svc)
@@ -334,25 +340,44 @@ Command=sh -c 'cat /proc/self/cgroup > `+g.dir+`/cgroup; `+strings.ReplaceAll(g.
 		_, _ = testBox.Run(context.Background(), "systemctl", "daemon-reload")
 	})
 	systemctl(t, nil, "start", svc)
+	t.Cleanup(func() {
+		if t.Failed() {
+			st, _ := testBox.Run(context.Background(), "systemctl", "status", "--no-pager", "-n", "20", svc)
+			stderr, _ := testBox.Run(context.Background(), "cat", g.dir+"/stderr")
+			t.Logf("%s\nnsrun's stderr:\n%s", st, stderr)
+		}
+	})
 	g.waitReady(t)
 
-	// The unit that holds the job carries the profile's settings: a nested
-	// scope today, the service itself once --scope=auto runs in place.
-	cgOut, err := testBox.Run(context.Background(), "cat", g.dir+"/cgroup")
+	// The job runs in place: in the payload leaf below the service's own
+	// cgroup, with the profile's environment and directory, and TasksMax
+	// in force there when the box's hierarchy has the pids controller.
+	cg, err := testBox.Run(context.Background(), "cat", g.dir+"/cgroup")
 	if err != nil {
 		t.Fatal(err)
 	}
-	holder := ""
-	for _, part := range strings.Split(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(cgOut), "0::")), "/") {
-		if strings.HasSuffix(part, ".scope") || strings.HasSuffix(part, ".service") {
-			holder = part
+	for _, line := range strings.Split(cg, "\n") {
+		if v2, ok := strings.CutPrefix(line, "0::"); ok {
+			cg = v2 // the v2 line; a hybrid host lists v1 hierarchies too
 		}
 	}
-	if holder == "" {
-		t.Fatalf("job's cgroup %q is in no unit", cgOut)
+	if !strings.HasPrefix(cg, "/nsrun.slice/"+svc+"/") || !strings.HasSuffix(cg, "/payload") {
+		t.Errorf("job's cgroup %q, want the payload leaf below /nsrun.slice/%s", cg, svc)
 	}
-	if got := showProps(t, nil, holder, "RuntimeMaxUSec")["RuntimeMaxUSec"]; got != "17min" {
-		t.Errorf("job runs in %s with RuntimeMaxUSec=%q, want the profile's 17min", holder, got)
+	if env, _ := testBox.Run(context.Background(), "cat", g.dir+"/env"); strings.TrimSpace(env) != "yes /var" {
+		t.Errorf("job saw E2E_PROFILE and PWD %q, want the profile's \"yes /var\"", env)
+	}
+	ctrls, err := testBox.Controllers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, _ := testBox.Run(context.Background(), "cat", g.dir+"/stderr")
+	if slices.Contains(ctrls, "pids") {
+		if max, err := os.ReadFile(testBox.Cgroup() + cg + "/pids.max"); err != nil || strings.TrimSpace(string(max)) != "77" {
+			t.Errorf("pids.max of the job's cgroup: %q %v, want the profile's 77", max, err)
+		}
+	} else if !strings.Contains(stderr, "TasksMax not in force") {
+		t.Errorf("no pids controller, but nsrun did not warn that TasksMax is not in force: %q", stderr)
 	}
 	if got := showProps(t, nil, svc, "Slice", "Delegate"); got["Slice"] != "nsrun.slice" || got["Delegate"] != "yes" {
 		t.Errorf("%s: %v, want Slice=nsrun.slice Delegate=yes", svc, got)

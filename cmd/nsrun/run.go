@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
+	"time"
 
+	"github.com/nsrun/nsrun/delegate"
+	"github.com/nsrun/nsrun/internal/cgv2"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -29,6 +33,9 @@ type runOptions struct {
 	properties    []string
 	quiet         bool
 	allowDegraded bool
+	scopeMode     string
+	short         shorthandValues
+	proc          processOptions
 }
 
 func (o *runOptions) addFlags(cmd *cobra.Command) {
@@ -38,9 +45,18 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.unit, "unit", "", `scope name (".scope" is added when missing; default nsrun-RANDOM.scope)`)
 	f.StringVar(&o.slice, "slice", "", `slice to place the scope in (".slice" is added when missing)`)
 	f.StringVar(&o.description, "description", "", "description of the scope")
-	f.StringArrayVarP(&o.properties, "property", "p", nil, "unit property NAME=VALUE in systemd's own syntax (repeatable)")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
+	f.StringArrayVarP(&o.properties, "property", "p", nil, "unit property NAME=VALUE in systemd's own syntax (repeatable; wins over a shorthand)")
+	f.StringVar(&o.scopeMode, "scope", "auto", "auto: run in place when nsrun's own cgroup is delegated to it (a unit with Delegate=yes), else make a scope; always: make a scope; never: run in place or refuse")
+	o.short = shorthandValues{}
+	o.short.addFlags(cmd)
 	f.BoolVar(&o.allowDegraded, "allow-degraded", false, "run even when a requested limit cannot be put in force (warn instead of refusing)")
+	f.StringArrayVarP(&o.proc.setenv, "setenv", "E", nil, "set NAME=VALUE in the workload's environment, or pass NAME on from nsrun's (repeatable)")
+	f.StringVar(&o.proc.chdir, "chdir", "", "working directory of the workload (absolute)")
+	f.BoolVarP(&o.proc.pty, "pty", "t", false, "give the workload a pseudo-terminal of its own, connected to nsrun's stdin and stdout")
+	f.StringVar(&o.proc.uid, "uid", "", "run the workload as this user (name or number; root only)")
+	f.StringVar(&o.proc.gid, "gid", "", "run the workload with this group (name or number; root only)")
+	f.IntVar(&o.proc.preserveFDs, "preserve-fds", 0, "pass fds 3..3+N-1 on to the workload (otherwise only 0, 1 and 2 reach it)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
 	addProfileFlag(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -50,21 +66,30 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 		}
 		return out, cobra.ShellCompDirectiveNoSpace
 	})
+	_ = cmd.RegisterFlagCompletionFunc("scope", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // runPlan is everything "run" validated before it creates anything.
 type runPlan struct {
-	manager units.Manager
-	scope   units.ScopeSpec
-	path    string // resolved COMMAND
-	argv    []string
+	manager   units.Manager
+	scope     units.ScopeSpec
+	unitFlags []string // --unit, --slice, --description as given: they need a scope
+	scopeMode string
+	path      string // resolved COMMAND
+	argv      []string
+	proc      *processPlan
 }
 
 func (o *runOptions) plan(args []string) (*runPlan, error) {
 	if len(args) == 0 {
 		return nil, usageError("no command given (usage: nsrun [OPTIONS] [--] COMMAND [ARG...])")
 	}
-	p := &runPlan{manager: units.DefaultManager(), argv: args}
+	p := &runPlan{manager: units.DefaultManager(), argv: args, scopeMode: o.scopeMode}
+	switch o.scopeMode {
+	case "auto", "always", "never":
+	default:
+		return nil, usageError("--scope %s: expected auto, always or never", o.scopeMode)
+	}
 	switch {
 	case o.system:
 		p.manager = units.System
@@ -76,11 +101,14 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 		p.scope.Name = "nsrun-" + randomHex(6) + ".scope"
 	} else if p.scope.Name, err = units.ScopeName(o.unit); err != nil {
 		return nil, usageError("--unit: %v", err)
+	} else {
+		p.unitFlags = append(p.unitFlags, "--unit")
 	}
 	if o.slice != "" {
 		if p.scope.Slice, err = units.SliceName(o.slice); err != nil {
 			return nil, usageError("--slice: %v", err)
 		}
+		p.unitFlags = append(p.unitFlags, "--slice")
 	}
 	p.scope.Description = o.description
 	if p.scope.Description == "" {
@@ -89,6 +117,15 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 			// Cut on a character boundary: D-Bus strings must be valid UTF-8.
 			p.scope.Description = strings.ToValidUTF8(p.scope.Description[:200], "")
 		}
+	} else {
+		p.unitFlags = append(p.unitFlags, "--description")
+	}
+	for _, a := range o.short.assignments() {
+		prop, err := units.ParseProperty(a)
+		if err != nil {
+			return nil, usageError("%s: %v", shorthandFlagOf(a), err)
+		}
+		p.scope.Properties = append(p.scope.Properties, prop)
 	}
 	for _, a := range o.properties {
 		prop, err := units.ParseProperty(a)
@@ -99,6 +136,9 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	}
 	if _, err := units.ScopeProperties(p.scope); err != nil {
 		return nil, usageError("%v", err)
+	}
+	if p.proc, err = o.proc.plan(); err != nil {
+		return nil, err
 	}
 	// Resolve COMMAND before creating anything: not found is 127, not
 	// executable 126, and neither leaves a scope behind.
@@ -111,22 +151,41 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	return p, nil
 }
 
+// shorthandFlagOf names the flag an assignment came from, for messages.
+func shorthandFlagOf(assignment string) string {
+	name, value, _ := strings.Cut(assignment, "=")
+	for _, sh := range shorthands {
+		if sh.property == name {
+			return "--" + sh.flag + " " + value
+		}
+	}
+	return assignment
+}
+
 func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
+	// The profile first: it may set --preserve-fds. Reading it leaves no
+	// fd open, and never takes the number of an inherited one.
 	args, err := applyProfile(cmd, args)
 	if err != nil {
 		return err
+	}
+	// Only 0, 1, 2 and the preserved fds may reach the workload; take the
+	// preserved ones before nsrun opens anything of its own.
+	if err := closeInherited(max(o.proc.preserveFDs, 0)); err != nil {
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("close inherited fds: %w", err)}
 	}
 	p, err := o.plan(args)
 	if err != nil {
 		return err
 	}
+	p.proc.extraFiles = takePreserved(p.proc.preserveFDs)
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	// Fail closed: a limit systemd would accept but cannot enforce is
 	// refused unless the user allowed degrading. A controller the whole
-	// hierarchy lacks is found before any unit exists.
+	// hierarchy lacks is found before anything exists.
 	problems, onHost, err := missingOnHost(p)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits: %w", err)}
@@ -134,34 +193,94 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
 		return err
 	}
+	pl, err := place(ctx, p)
+	if err != nil {
+		return err
+	}
+	problems, err = verify(pl, p, onHost)
+	if err != nil {
+		pl.abandon()
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits: %w", err)}
+	}
+	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
+		pl.abandon()
+		return err
+	}
+	if !o.quiet {
+		if pl.inPlace {
+			fmt.Fprintf(os.Stderr, "Running in place in delegated cgroup %s\n", pl.tree.Dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
+		}
+	}
+	return supervise(p, pl)
+}
+
+// placement is where the workload runs: the subtree nsrun owns below a new
+// scope, or below the delegated cgroup nsrun was started in.
+type placement struct {
+	inPlace bool
+	tree    *delegate.Tree
+	mount   string // the cgroup2 mount
+	manager units.Manager
+}
+
+// abandon gives up a placement before any workload ran: the empty payload
+// leaf goes, and a scope (holding only nsrun) is stopped and collected by
+// systemd once nsrun exits.
+func (pl *placement) abandon() { _ = pl.tree.RemoveLeaves() }
+
+// place decides between in-place and a new scope (--scope), and sets up the
+// leaves.
+func place(ctx context.Context, p *runPlan) (*placement, error) {
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("find the cgroup v2 hierarchy: %w", err)}
+	}
+	pl := &placement{mount: mount, manager: p.manager}
+	if p.scopeMode != "always" {
+		self, err := cgv2.Self()
+		if err != nil {
+			return nil, &exitError{code: exitNsrunFailed, err: err}
+		}
+		d := delegate.DelegatedTo(filepath.Join(mount, self), os.Geteuid())
+		switch {
+		case d.Delegated:
+			if err := inPlaceAllowed(p, d.Dir); err != nil {
+				return nil, err
+			}
+			pl.inPlace = true
+			if pl.tree, err = delegate.Setup(d.Dir); err != nil {
+				return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("run in place: %w", err)}
+			}
+			if err := applyInPlace(pl, p); err != nil {
+				pl.abandon()
+				return nil, err
+			}
+			return pl, nil
+		case p.scopeMode == "never":
+			return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("--scope=never: cannot run in place in %s: %s (run nsrun from a unit with Delegate=yes, or let it make a scope)", d.Dir, d.Why)}
+		}
+	}
 	conn, err := units.Dial(ctx, p.manager)
 	if err != nil {
-		return &exitError{code: exitNsrunFailed, err: err}
+		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
-	closeConn := sync.OnceFunc(conn.Close)
-	defer closeConn()
-
+	defer conn.Close() // nothing more to ask once the scope runs
 	// nsrun moves itself into the scope before the workload exists, so the
 	// workload never runs outside it.
 	p.scope.PIDs = []int{os.Getpid()}
 	if err := conn.StartScope(ctx, p.scope); err != nil {
-		return &exitError{code: exitNsrunFailed, err: withHint(err)}
+		return nil, &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
-	// A controller the host has but the scope did not get (not delegated to
-	// a user manager, not enabled) shows only now. Returning leaves the
-	// scope empty, and systemd stops and collects it once nsrun has exited.
-	problems, err = notInForce(ctx, conn, p, onHost)
+	cg, err := conn.ControlGroup(ctx, p.scope.Name)
 	if err != nil {
-		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("check limits of %s: %w", p.scope.Name, err)}
+		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
-	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
-		return err
+	if pl.tree, err = delegate.Setup(delegate.ScopeDir(mount, cg)); err != nil {
+		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("take over %s: %w", p.scope.Name, err)}
 	}
-	if !o.quiet {
-		fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
-	}
-	closeConn() // nothing more to ask; the scope goes away when it is empty
-	return supervise(p)
+	return pl, nil
 }
 
 func withHint(err error) error {
@@ -171,34 +290,95 @@ func withHint(err error) error {
 	return err
 }
 
-// forwarded are the signals nsrun passes on to the workload. SIGINT and
-// SIGQUIT come from the terminal to the whole foreground process group, the
-// workload included, so they are forwarded only when stdin is no terminal.
-// SIGCHLD is nsrun's own, and the Go runtime uses SIGURG for preemption.
-func forwarded() []os.Signal {
-	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2}
-	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		sigs = append(sigs, syscall.SIGINT, syscall.SIGQUIT)
+// forwarded are the signals nsrun passes on to the workload: every signal
+// a process can catch, except SIGCHLD (nsrun's own), SIGURG (the Go runtime
+// preempts goroutines with it), the job-control stops (they stop nsrun, as
+// they would any supervisor) and glibc's reserved 32 and 33. Signals a
+// terminal sends (SIGINT, SIGQUIT, SIGWINCH) go to the whole foreground
+// process group; the workload gets them itself when it shares nsrun's
+// terminal, so nsrun forwards them only when it does not (stdin is no
+// terminal, or the workload has a session of its own).
+func forwarded(ownSession bool) []os.Signal {
+	sigs := []os.Signal{
+		syscall.SIGHUP, syscall.SIGABRT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE,
+		syscall.SIGALRM, syscall.SIGTERM, syscall.SIGSTKFLT, syscall.SIGCONT, syscall.SIGXCPU,
+		syscall.SIGXFSZ, syscall.SIGVTALRM, syscall.SIGPROF, syscall.SIGIO, syscall.SIGPWR,
+		syscall.SIGSYS,
+	}
+	for rt := 34; rt <= 64; rt++ {
+		sigs = append(sigs, syscall.Signal(rt))
+	}
+	if ownSession || !term.IsTerminal(int(os.Stdin.Fd())) {
+		sigs = append(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGWINCH)
 	}
 	return sigs
 }
 
-// supervise starts the workload, forwards signals and returns its status.
-func supervise(p *runPlan) error {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwarded()...)
+// supervise starts the workload directly in the payload leaf, forwards
+// signals, and returns its status once it ended and nothing of it is left.
+func supervise(p *runPlan, pl *placement) error {
+	var relay *ptyRelay
+	if p.proc.pty {
+		var err error
+		if relay, err = newPtyRelay(); err != nil {
+			pl.abandon()
+			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("--pty: open a pseudo-terminal: %w", err)}
+		}
+	}
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, forwarded(relay != nil)...)
+	if relay != nil {
+		signal.Notify(sigs, syscall.SIGWINCH)
+	}
 	defer signal.Stop(sigs)
 
+	// The watcher kills the payload if nsrun dies before it cleans up.
+	kill, err := pl.tree.OpenKill()
+	if err != nil {
+		pl.abandon()
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
+	w, err := startWatcher(kill)
+	kill.Close()
+	if err != nil {
+		pl.abandon()
+		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("start watcher: %w", err)}
+	}
+	payload, err := pl.tree.OpenPayload()
+	if err != nil {
+		w.done()
+		pl.abandon()
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
+	defer payload.Close()
+
 	cmd := &exec.Cmd{
-		Path:   p.path,
-		Args:   p.argv,
-		Stdin:  os.Stdin,
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
-		// The workload must not outlive nsrun. Pdeathsig fires when the
-		// thread that forked exits, so that thread stays locked until Wait
-		// returns (golang/go#27505).
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		Path:       p.path,
+		Args:       p.argv,
+		Env:        p.proc.env,
+		Dir:        p.proc.dir,
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: p.proc.extraFiles,
+		SysProcAttr: &syscall.SysProcAttr{
+			// Born in payload/ (clone3 CLONE_INTO_CGROUP): the workload never
+			// runs anywhere else, not even for a moment.
+			UseCgroupFD: true,
+			CgroupFD:    int(payload.Fd()),
+			// The workload must not outlive nsrun. Pdeathsig fires when the
+			// thread that forked exits, so that thread stays locked until
+			// Wait returns (golang/go#27505). The watcher covers the rest of
+			// the payload.
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: p.proc.cred,
+		},
+	}
+	if relay != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = relay.slave, relay.slave, relay.slave
+		cmd.SysProcAttr.Setsid = true
+		cmd.SysProcAttr.Setctty = true
+		cmd.SysProcAttr.Ctty = 0
 	}
 	started := make(chan error, 1)
 	waited := make(chan error, 1)
@@ -212,22 +392,69 @@ func supervise(p *runPlan) error {
 		waited <- cmd.Wait()
 	}()
 	if err := <-started; err != nil {
+		w.done()
+		pl.abandon()
 		code := exitNsrunFailed
 		if errors.Is(err, fs.ErrPermission) {
 			code = exitNotExecutable
 		} else if errors.Is(err, fs.ErrNotExist) {
 			code = exitNotFound
 		}
+		if p.proc.dir != "" && errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(p.proc.dir); serr != nil {
+				code = exitNsrunFailed
+				err = fmt.Errorf("--chdir %s: %w", p.proc.dir, serr)
+			}
+		}
 		return &exitError{code: code, err: fmt.Errorf("start %s: %w", p.argv[0], err)}
 	}
+	if relay != nil {
+		relay.start()
+	}
+	var waitErr error
+loop:
 	for {
 		select {
 		case s := <-sigs:
+			if s == syscall.SIGWINCH && relay != nil {
+				relay.resize()
+				continue
+			}
 			_ = cmd.Process.Signal(s)
-		case err := <-waited:
-			return workloadStatus(cmd, err)
+		case waitErr = <-waited:
+			break loop
 		}
 	}
+	status := workloadStatus(cmd, waitErr)
+	oom := oomKills(pl.tree.Payload)
+	// What the workload left running goes with it.
+	if err := pl.tree.KillPayload(10 * time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "nsrun: warning: %v\n", err)
+	}
+	w.done()
+	if relay != nil {
+		relay.finish()
+	}
+	_ = pl.tree.RemoveLeaves()
+	if oom > 0 {
+		fmt.Fprintf(os.Stderr, "nsrun: the workload was OOM-killed (%d process(es) killed by the kernel for exceeding the memory limit; memory.events of %s)\n", oom, pl.tree.Payload)
+	}
+	return status
+}
+
+// oomKills reads how many processes of a cgroup the OOM killer killed.
+func oomKills(dir string) int {
+	v, err := delegate.ReadSetting(dir, "memory.events")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(v, "\n") {
+		if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			k, _ := strconv.Atoi(n)
+			return k
+		}
+	}
+	return 0
 }
 
 // workloadStatus maps how the workload ended to nsrun's exit status: its own
