@@ -5,6 +5,7 @@
 #   make test    unit tests and the box tier (as root); installs what it needs
 #   make lint    gofmt, go vet, staticcheck
 #   make bench   benchmarks (as root; the device-open cost per rule count)
+#   make man     generate the man pages into bin/man
 #   make install PREFIX=/usr/local DESTDIR=
 #   make clean
 
@@ -22,7 +23,7 @@ STATICCHECK_VERSION := v0.8.2
 # box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
 DEB_PACKAGES := systemd dbus util-linux passwd uidmap
 
-.PHONY: all build test test-unit bench deps lint demo install clean box
+.PHONY: all build man test test-unit bench deps lint demo install clean box
 
 all: build
 
@@ -71,8 +72,34 @@ demo: deps build
 box: deps build
 	$(BIN)/nsrun-box --share=$(BIN)
 
-install: build
+# Man pages come from the binary's own flag and profile-key definitions
+# (nsrun __gendocs), so they cannot drift from the code.
+man: build
+	rm -rf $(BIN)/man
+	$(BIN)/nsrun __gendocs $(BIN)/man
+
+# Where a distribution puts things: units and drop-ins in $(PREFIX)/lib/systemd
+# (systemd searches /usr/lib and /usr/local/lib), vendor profiles in
+# $(PREFIX)/lib/nsrun/profiles (nsrun searches both too), man pages and
+# completions under $(PREFIX)/share. nsrun@.service gets the installed
+# binary's path.
+UNITDIR    := $(PREFIX)/lib/systemd/system
+PROFILEDIR := $(PREFIX)/lib/nsrun/profiles
+MANDIR     := $(PREFIX)/share/man
+
+install: build man
 	install -D -m 0755 $(BIN)/nsrun $(DESTDIR)$(PREFIX)/bin/nsrun
+	install -d $(DESTDIR)$(UNITDIR)/user@.service.d $(DESTDIR)$(PROFILEDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	sed 's|^ExecStart=/usr/bin/nsrun |ExecStart=$(PREFIX)/bin/nsrun |' contrib/systemd/nsrun@.service \
+		> $(DESTDIR)$(UNITDIR)/nsrun@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nsrun@.service
+	install -m 0644 contrib/systemd/nsrun.slice $(DESTDIR)$(UNITDIR)/nsrun.slice
+	install -m 0644 contrib/systemd/user@.service.d/delegate.conf \
+		$(DESTDIR)$(UNITDIR)/user@.service.d/nsrun-delegate.conf
+	install -m 0644 contrib/profiles/*.conf $(DESTDIR)$(PROFILEDIR)/
+	install -m 0644 $(BIN)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BIN)/man/*.5 $(DESTDIR)$(MANDIR)/man5/
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d

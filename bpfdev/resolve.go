@@ -134,8 +134,19 @@ func (s Spec) Policy(unprivileged bool) (*Policy, error) {
 }
 
 // closedDevices are the pseudo devices of the closed policy (systemd's
-// DevicePolicy=closed list, with "rw": mknod only when asked).
-var closedDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"}
+// DevicePolicy=closed list, with "rw": mknod only when asked). Their numbers
+// are fixed by the kernel (Documentation/admin-guide/devices.txt), so they
+// are not looked up: /dev/ptmx, for one, is a symlink to pts/ptmx in many
+// containers.
+var closedDevices = []Node{
+	{Path: "/dev/null", Type: Char, Major: 1, Minor: 3},
+	{Path: "/dev/zero", Type: Char, Major: 1, Minor: 5},
+	{Path: "/dev/full", Type: Char, Major: 1, Minor: 7},
+	{Path: "/dev/random", Type: Char, Major: 1, Minor: 8},
+	{Path: "/dev/urandom", Type: Char, Major: 1, Minor: 9},
+	{Path: "/dev/tty", Type: Char, Major: 5, Minor: 0},
+	{Path: "/dev/ptmx", Type: Char, Major: 5, Minor: 2},
+}
 
 // Resolve turns a request into a policy, reading device nodes and
 // /proc/devices through sys. Nothing that fails to resolve is dropped.
@@ -146,12 +157,12 @@ func Resolve(req *Request, sys System, unprivileged bool) (*Policy, error) {
 	r := &resolver{sys: sys, pol: &Policy{Mode: req.Mode, Unprivileged: unprivileged}}
 	items := req.Items
 	if req.Mode == Closed {
-		var base []Item
-		for _, p := range closedDevices {
-			base = append(base, Item{Kind: KindPath, Path: p, Access: Read | Write, InDev: true, Source: "--device-policy closed"})
+		for _, n := range closedDevices {
+			n.Access = Read | Write
+			r.pol.Rules = append(r.pol.Rules, Rule{Pattern: Pattern{Type: n.Type, Major: n.Major, Minor: n.Minor}, Access: n.Access})
+			r.pol.Nodes = append(r.pol.Nodes, n)
 		}
-		base = append(base, Item{Kind: KindGroup, Group: "pts", Type: Char, Access: Read | Write, Source: "--device-policy closed"})
-		items = append(base, items...)
+		items = append([]Item{{Kind: KindGroup, Group: "pts", Type: Char, Access: Read | Write, Source: "--device-policy closed"}}, items...)
 	}
 	for _, it := range items {
 		if err := r.item(it); err != nil {

@@ -93,6 +93,7 @@ COMMAND has the name of an nsrun subcommand.`
 	root.AddCommand(newThawCmd())
 	root.AddCommand(newDevicesCmd())
 	root.AddCommand(newExecCmd())
+	root.AddCommand(newProfileCmd(), newGenDocsCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nsrun/nsrun/bpfdev"
 	"github.com/nsrun/nsrun/delegate"
 	"github.com/nsrun/nsrun/internal/cgv2"
 	"github.com/nsrun/nsrun/nsexec"
@@ -38,6 +39,7 @@ type runOptions struct {
 	short         shorthandValues
 	proc          processOptions
 	sandbox       sandboxOptions
+	devices       deviceOptions
 }
 
 func (o *runOptions) addFlags(cmd *cobra.Command) {
@@ -60,7 +62,9 @@ func (o *runOptions) addFlags(cmd *cobra.Command) {
 	f.IntVar(&o.proc.preserveFDs, "preserve-fds", 0, "pass fds 3..3+N-1 on to the workload (otherwise only 0, 1 and 2 reach it)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "do not print the unit name")
 	o.sandbox.addFlags(f)
+	o.devices.addFlags(f)
 	cmd.MarkFlagsMutuallyExclusive("system", "user")
+	addProfileFlag(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
 		for _, p := range units.KnownProperties() {
@@ -80,7 +84,8 @@ type runPlan struct {
 	path      string // resolved COMMAND
 	argv      []string
 	proc      *processPlan
-	spec      *nsexec.Spec // the sandbox, when a namespace, filesystem or security option is set
+	spec      *nsexec.Spec   // the sandbox, when a namespace, filesystem or security option is set
+	devices   *bpfdev.Policy // the device policy, when one is asked for
 }
 
 func (o *runOptions) plan(args []string) (*runPlan, error) {
@@ -143,6 +148,17 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 	if p.proc, err = o.proc.plan(); err != nil {
 		return nil, err
 	}
+	// The device policy: --sandbox means a closed one unless another is
+	// named.
+	devMode := o.devices.mode
+	if o.sandbox.sandbox && o.devices.mode == "auto" {
+		o.devices.mode = "closed"
+	}
+	p.devices, err = o.devices.policy(os.Geteuid() != 0)
+	o.devices.mode = devMode
+	if err != nil {
+		return nil, err
+	}
 	if o.sandbox.enabled() {
 		var keep []string
 		for name := range p.proc.setByUser {
@@ -158,12 +174,28 @@ func (o *runOptions) plan(args []string) (*runPlan, error) {
 		if c := p.proc.cred; c != nil {
 			base.UID, base.GID = &c.Uid, &c.Gid
 		}
+		if p.devices != nil && (o.sandbox.root != "" || o.sandbox.overlayRoot != "" || o.sandbox.sandbox) {
+			// The allowed nodes appear in the sandbox's minimal /dev.
+			// (The pseudo devices and ptmx are there already.)
+			for _, n := range p.devices.Nodes {
+				switch n.Path {
+				case "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx":
+					continue
+				}
+				base.Devices = append(base.Devices, nsexec.DeviceNode{Path: n.Path})
+			}
+		}
 		if p.spec, err = o.sandbox.spec(base); err != nil {
 			return nil, usageError("%v", err)
 		}
 		if p.spec.Root != "" || p.spec.Overlay != nil {
 			return p, nil // COMMAND is looked up inside the new root
 		}
+	}
+	if p.devices != nil && p.devices.Unprivileged {
+		// Without a device program, only a /dev that holds nothing else
+		// enforces the policy.
+		return nil, usageError("a device policy without root is enforced by the sandbox's own /dev: add --sandbox, --overlay-root or --root")
 	}
 	// Resolve COMMAND before creating anything: not found is 127, not
 	// executable 126, and neither leaves a scope behind.
@@ -188,6 +220,12 @@ func shorthandFlagOf(assignment string) string {
 }
 
 func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
+	// The profile first: it may set --preserve-fds. Reading it leaves no
+	// fd open, and never takes the number of an inherited one.
+	args, err := applyProfile(cmd, args)
+	if err != nil {
+		return err
+	}
 	// Only 0, 1, 2 and the preserved fds may reach the workload; take the
 	// preserved ones before nsrun opens anything of its own.
 	if err := closeInherited(max(o.proc.preserveFDs, 0)); err != nil {
@@ -232,7 +270,7 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 			fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
 		}
 	}
-	return supervise(p, pl)
+	return supervise(p, pl, o.allowDegraded)
 }
 
 // placement is where the workload runs: the subtree nsrun owns below a new
@@ -337,7 +375,7 @@ func forwarded(ownSession bool) []os.Signal {
 
 // supervise starts the workload directly in the payload leaf, forwards
 // signals, and returns its status once it ended and nothing of it is left.
-func supervise(p *runPlan, pl *placement) error {
+func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 	var relay *ptyRelay
 	if p.proc.pty {
 		var err error
@@ -355,6 +393,16 @@ func supervise(p *runPlan, pl *placement) error {
 	}
 	defer signal.Stop(sigs)
 
+	// The device program goes on payload/ before anything runs there, and
+	// must be read back in force (bpfdev.Attach queries the cgroup).
+	if p.devices != nil && !p.devices.Unprivileged {
+		if err := bpfdev.Attach(pl.tree.Payload, p.devices); err != nil {
+			if err := refuseOrWarn([]string{fmt.Sprintf("device policy not in force: %v", err)}, allowDegraded); err != nil {
+				pl.abandon()
+				return err
+			}
+		}
+	}
 	// The watcher kills the payload if nsrun dies before it cleans up.
 	kill, err := pl.tree.OpenKill()
 	if err != nil {
