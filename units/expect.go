@@ -86,7 +86,8 @@ func Expectations(props []Property, h Host) []Expectation {
 				add(p.Name, "memory", memoryFile(base), "a byte count", isNumber)
 				continue
 			}
-			bytes := uint64(float64(h.MemoryTotal) * float64(s) / float64(math.MaxUint32))
+			// As systemd's physical_memory_scale: whole pages.
+			bytes := (h.MemoryTotal / h.PageSize) * uint64(s) / math.MaxUint32 * h.PageSize
 			want := fmt.Sprintf("about %d", bytes/h.PageSize*h.PageSize)
 			e := add(p.Name, "memory", memoryFile(base), want, func(c string) bool { return within(c, bytes, 0.02, 2*h.PageSize) })
 			e.Value = strconv.FormatUint(bytes, 10)

@@ -481,3 +481,50 @@ func TestUserManagerHints(t *testing.T) {
 }
 
 var _ = box.User{}
+
+// TestDevicePolicyInRun: nsrun run puts the device policy on payload/
+// before the workload starts, and refuses a policy it cannot enforce.
+func TestDevicePolicyInRun(t *testing.T) {
+	requireBox(t)
+	ctx := context.Background()
+	write := func(args ...string) (string, int) {
+		t.Helper()
+		unit := uniqueName(t, "e2e-dev")
+		all := append([]string{"-q", "--unit=" + unit}, args...)
+		all = append(all, "--", "sh", "-c", "echo x > /dev/null && echo WROTE")
+		out, err := nsrun(ctx, nil, all...).CombinedOutput()
+		waitUnitGone(t, nil, unit+".scope")
+		return strings.TrimSpace(string(out)), exitCode(t, err)
+	}
+	if out, code := write(); code != 0 || out != "WROTE" {
+		t.Errorf("no policy: exit %d, output %q", code, out)
+	}
+	if out, code := write("--device-policy=strict"); code == 0 || strings.Contains(out, "WROTE") || !strings.Contains(out, "not permitted") {
+		t.Errorf("strict policy: exit %d, output %q; want the write refused", code, out)
+	}
+	if out, code := write("--device-policy=strict", "--device=/dev/null:r"); code == 0 || strings.Contains(out, "WROTE") {
+		t.Errorf("strict policy, /dev/null read-only: exit %d, output %q; want the write refused", code, out)
+	}
+	if out, code := write("--device-policy=strict", "--device=/dev/null:rw"); code != 0 || out != "WROTE" {
+		t.Errorf("strict policy, /dev/null rw: exit %d, output %q", code, out)
+	}
+	if out, code := write("--device-policy=closed"); code != 0 || out != "WROTE" {
+		t.Errorf("closed policy: exit %d, output %q (the pseudo devices are allowed)", code, out)
+	}
+	if out, code := write("--device=/nonexistent-device"); code != 125 || !strings.Contains(out, "/nonexistent-device") {
+		t.Errorf("a device that does not resolve: exit %d, output %q", code, out)
+	}
+	// Without root there is no device program: the policy needs the
+	// sandbox's own /dev, and nsrun refuses it without one.
+	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	out, err := nsrun(ctx, &u, "-q", "--device=/dev/null", "--", "true").CombinedOutput()
+	if code := exitCode(t, err); code != 125 || !strings.Contains(string(out), "/dev") {
+		t.Errorf("unprivileged policy without a sandbox /dev: exit %d, output %q", code, out)
+	}
+}
