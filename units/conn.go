@@ -122,6 +122,18 @@ func dialAuth(addr string, bus bool) (*godbus.Conn, error) {
 	return conn, nil
 }
 
+// redial replaces c's connection with a new one to the same manager, after
+// the old one dropped.
+func (c *Conn) redial(ctx context.Context) error {
+	n, err := Dial(ctx, c.manager)
+	if err != nil {
+		return err
+	}
+	c.sd.Close()
+	c.sd, c.via = n.sd, n.via
+	return nil
+}
+
 // Manager says which manager c talks to.
 func (c *Conn) Manager() Manager { return c.manager }
 

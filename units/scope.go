@@ -3,8 +3,12 @@ package units
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/nsrun/nsrun/internal/cgv2"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
@@ -90,30 +94,138 @@ func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 		if dbusErrorName(err) == dbusUnitExists {
 			return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
 		}
-		return fmt.Errorf("start unit %s: %w", spec.Name, err)
-	}
-	select {
-	case result := <-done:
-		if result != "done" {
-			_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), spec.Name)
-			return fmt.Errorf("start unit %s: %w", spec.Name, &JobError{Unit: spec.Name, Result: result})
+		if !c.dropped(err) {
+			return fmt.Errorf("start unit %s: %w", spec.Name, err)
 		}
-		return nil
-	case <-ctx.Done():
-		// No StopUnit here: the scope may already hold the caller (PIDs), and
-		// stopping it would kill the caller before it can report. A scope
-		// left empty is stopped and collected by systemd (CollectMode).
-		resetCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = c.sd.ResetFailedUnitContext(resetCtx, spec.Name)
-		return fmt.Errorf("start unit %s: wait for job: %w", spec.Name, ctx.Err())
+		// The connection dropped around the call: systemd may or may not
+		// have made the unit. With PIDs set to the caller, the caller's own
+		// cgroup tells: inside the unit, it was made (wait for its job);
+		// elsewhere, it was not (ask once more, on a new connection).
+		if err := c.redialUntil(ctx, spec.Name); err != nil {
+			return err
+		}
+		if in, _ := selfInUnit(spec); in {
+			return c.afterDisconnect(ctx, spec.Name)
+		}
+		done = make(chan string, 1)
+		if _, err := c.sd.StartTransientUnitContext(ctx, spec.Name, "fail", props, done); err != nil {
+			if dbusErrorName(err) == dbusUnitExists {
+				return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
+			}
+			return fmt.Errorf("start unit %s: %w", spec.Name, err)
+		}
+	}
+	// The connection can drop while the job runs (a daemon-reexec closes
+	// every connection to the manager): then the result never arrives on
+	// done, and the unit's state says how the job ended.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for c.sd.Connected() {
+		select {
+		case result := <-done:
+			if result != "done" {
+				_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), spec.Name)
+				return fmt.Errorf("start unit %s: %w", spec.Name, &JobError{Unit: spec.Name, Result: result})
+			}
+			return nil
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+			return c.jobTimedOut(ctx, spec.Name)
+		}
+	}
+	return c.afterDisconnect(ctx, spec.Name)
+}
+
+// afterDisconnect reconnects to the manager and waits until the unit whose
+// start job was running is active (the job succeeded) or not (it failed).
+func (c *Conn) afterDisconnect(ctx context.Context, unit string) error {
+	if !c.sd.Connected() {
+		if err := c.redialUntil(ctx, unit); err != nil {
+			return err
+		}
+	}
+	for {
+		p, err := c.sd.GetUnitPropertiesContext(ctx, unit)
+		if err != nil {
+			return fmt.Errorf("start unit %s: after reconnecting: %w", unit, err)
+		}
+		active, _ := p["ActiveState"].(string)
+		job, _ := p["Job"].([]any)
+		pending := len(job) == 2 && job[0] != uint32(0)
+		switch {
+		case active == "active" && !pending:
+			return nil
+		case (active == "failed" || active == "inactive") && !pending:
+			_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), unit)
+			return fmt.Errorf("start unit %s: %w", unit, &JobError{Unit: unit, Result: "failed (" + active + " after the connection dropped)"})
+		}
+		select {
+		case <-ctx.Done():
+			return c.jobTimedOut(ctx, unit)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
+// jobTimedOut gives up waiting for a start job. No StopUnit here: the
+// scope may already hold the caller (PIDs), and stopping it would kill the
+// caller before it can report. A scope left empty is stopped and collected
+// by systemd (CollectMode).
+func (c *Conn) jobTimedOut(ctx context.Context, unit string) error {
+	resetCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = c.sd.ResetFailedUnitContext(resetCtx, unit)
+	return fmt.Errorf("start unit %s: wait for job: %w", unit, ctx.Err())
+}
+
+// redialUntil reconnects, trying again while the manager comes back (a
+// re-executing manager takes a moment to listen again).
+func (c *Conn) redialUntil(ctx context.Context, unit string) error {
+	for {
+		err := c.redial(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start unit %s: the connection to the manager dropped, and reconnecting failed: %w", unit, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// dropped tells whether err means the connection went away (rather than
+// an answer from the manager).
+func (c *Conn) dropped(err error) bool {
+	switch dbusErrorName(err) {
+	case "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected":
+		return true
+	}
+	return !c.sd.Connected()
+}
+
+// selfInUnit tells whether the calling process already sits in spec's
+// unit (which it does once systemd made a scope with PIDs=[caller]).
+func selfInUnit(spec ScopeSpec) (bool, error) {
+	if !slices.Contains(spec.PIDs, os.Getpid()) {
+		return false, nil
+	}
+	cg, err := cgv2.Self()
+	if err != nil {
+		return false, err
+	}
+	return strings.HasSuffix(cg, "/"+spec.Name) || strings.Contains(cg, "/"+spec.Name+"/"), nil
+}
+
 // ControlGroup returns the cgroup path systemd assigned to a scope, relative
-// to the cgroup v2 root the manager sees.
+// to the cgroup v2 root the manager sees. A dropped connection is made
+// again once.
 func (c *Conn) ControlGroup(ctx context.Context, scope string) (string, error) {
 	p, err := c.sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+	if err != nil && c.dropped(err) && c.redialUntil(ctx, scope) == nil {
+		p, err = c.sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+	}
 	if err != nil {
 		return "", fmt.Errorf("read ControlGroup of %s: %w", scope, err)
 	}

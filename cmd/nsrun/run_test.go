@@ -528,3 +528,49 @@ func TestDevicePolicyInRun(t *testing.T) {
 		t.Errorf("unprivileged policy without a sandbox /dev: exit %d, output %q", code, out)
 	}
 }
+
+// TestReconnectDuringReexec: daemon-reexec drops every connection to the
+// manager; launches that meet one reconnect and finish (no error, no hang,
+// no unit left).
+func TestReconnectDuringReexec(t *testing.T) {
+	requireBox(t)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	reexecs := make(chan int)
+	go func() {
+		n := 0
+		defer func() { reexecs <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := testBox.Run(ctx, "systemctl", "daemon-reexec"); err == nil {
+				n++
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+	}()
+	failed := 0
+	for i := 0; i < 30; i++ {
+		out, err := nsrun(ctx, nil, "-q", "--", "true").CombinedOutput()
+		if code := exitCode(t, err); code != 0 {
+			failed++
+			t.Errorf("launch %d during daemon-reexec: exit %d, output %q", i, code, out)
+		}
+	}
+	close(stop)
+	t.Logf("30 launches, %d re-executions of the manager meanwhile", <-reexecs)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := systemctl(t, nil, "list-units", "--all", "--plain", "--no-legend", "nsrun-*.scope")
+		if left == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("units left: %s", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
