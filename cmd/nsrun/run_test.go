@@ -574,3 +574,50 @@ func TestReconnectDuringReexec(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestSandboxDevOnlyAllowed: with --sandbox the workload's /dev holds the
+// closed policy's nodes and those asked for, nothing else, and mknod
+// fails, as root (device program) and as a user (the /dev itself).
+func TestSandboxDevOnlyAllowed(t *testing.T) {
+	requireBox(t)
+	ctx := context.Background()
+	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"null": true, "zero": true, "full": true, "random": true, "urandom": true,
+		"tty": true, "ptmx": true, "pts": true, "shm": true, "mqueue": true, "fd": true, "stdin": true,
+		"stdout": true, "stderr": true, "core": true, "console": true}
+	extra := []string{}
+	if _, err := os.Stat("/dev/net/tun"); err == nil {
+		extra = append(extra, "--device=/dev/net/tun")
+		allowed["net"] = true
+	}
+	for _, who := range []*box.User{nil, &u} {
+		args := append([]string{"-q", "--sandbox"}, extra...)
+		args = append(args, "--", "sh", "-c", `ls -A /dev; echo ---; mknod /dev/nsrun-mem c 1 1 2>/dev/null && echo MKNOD; head -c 4 /dev/zero | wc -c`)
+		cmd := nsrun(ctx, who, args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if code := exitCode(t, err); code != 0 {
+			t.Errorf("as %v: exit %d, output %q %q", who, code, out, stderr.String())
+			continue
+		}
+		list, rest, _ := strings.Cut(string(out), "---\n")
+		for _, name := range strings.Fields(list) {
+			if !allowed[name] {
+				t.Errorf("as %v: /dev holds %q, which no policy allowed (ls: %q)", who, name, list)
+			}
+		}
+		if len(extra) > 0 && !strings.Contains(list, "net") {
+			t.Errorf("as %v: /dev lacks net/tun, which --device asked for (ls: %q)", who, list)
+		}
+		if strings.Contains(rest, "MKNOD") || strings.TrimSpace(rest) != "4" {
+			t.Errorf("as %v: after the listing %q, want mknod refused and /dev/zero readable", who, rest)
+		}
+	}
+}
