@@ -9,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nsrun/nsrun/delegate"
 	"github.com/nsrun/nsrun/internal/cgv2"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // jsonSchemaVersion is the "schema_version" of every JSON document nsrun
@@ -349,7 +353,7 @@ func newKillCmd() *cobra.Command {
 	var sig string
 	var n int
 	cmd := unitAction("kill [--signal=SIG] UNIT", "Send a signal to every process of a sandbox", &m, func(ctx context.Context, conn *units.Conn, name string) error {
-		return conn.Kill(ctx, name, units.KillAll, n)
+		return killUnit(ctx, conn, name, n)
 	})
 	// The signal is checked before the manager is asked anything.
 	cmd.PreRunE = func(*cobra.Command, []string) error {
@@ -359,14 +363,108 @@ func newKillCmd() *cobra.Command {
 		}
 		return nil
 	}
-	cmd.Long = `Send SIG to every process of UNIT (KillUnit with whom "all", as systemctl
-kill does), nsrun's supervisor included; SIG is a name (TERM, SIGTERM),
-RTMIN+N, or a number. It returns once systemd has sent the signal.`
+	cmd.Long = `Send SIG to the workload of UNIT: in an nsrun sandbox, to every process of
+its payload/ cgroup and below, and to nothing else (nsrun's supervisor, which
+would forward it a second time, is left out; KILL goes through cgroup.kill).
+A unit without nsrun's layout gets KillUnit with whom "all", as systemctl
+kill does. SIG is a name (TERM, SIGTERM), RTMIN+N, or a number. It returns
+once the signal is sent.`
 	cmd.Flags().StringVarP(&sig, "signal", "s", "TERM", "signal to send: TERM, SIGTERM, 15, RTMIN+N")
 	_ = cmd.RegisterFlagCompletionFunc("signal", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// killUnit signals the workload of a unit. In a sandbox it signals each
+// process of payload/ (and below) through a pidfd, checked to be in payload/
+// after it is opened, so a pid reused meanwhile is never signalled; it lists
+// again until no new process turns up, to catch children forked meanwhile.
+// SIGKILL uses payload/cgroup.kill, which the kernel applies atomically.
+// Without the layout (or without a cgroup) the manager does it: KillUnit
+// with whom "all".
+func killUnit(ctx context.Context, conn *units.Conn, name string, sig int) error {
+	info, err := conn.Unit(ctx, name)
+	if err != nil {
+		return err
+	}
+	if info.ControlGroup == "" {
+		return conn.Kill(ctx, name, units.KillAll, sig)
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return fmt.Errorf("find the cgroup v2 hierarchy: %w", err)
+	}
+	dir := delegate.ScopeDir(mount, info.ControlGroup)
+	if !delegate.IsSandbox(dir) {
+		return conn.Kill(ctx, name, units.KillAll, sig)
+	}
+	return signalPayload(delegate.PayloadDir(dir), sig)
+}
+
+// signalPayload sends sig to every process in the cgroup payload and below.
+func signalPayload(payload string, sig int) error {
+	if sig == int(unix.SIGKILL) {
+		// Atomic, and a process forking meanwhile cannot escape it.
+		if err := delegate.WriteSetting(payload, "cgroup.kill", "1"); err != nil {
+			return fmt.Errorf("kill %s: %w", payload, err)
+		}
+		return nil
+	}
+	done := map[int]bool{}
+	// A workload forking without end could keep the lists growing; after
+	// maxKillRounds what is left was born after the signal was sent.
+	for round := 0; round < maxKillRounds; round++ {
+		pids, err := delegate.Procs(payload)
+		if err != nil {
+			return err
+		}
+		fresh := 0
+		for _, pid := range pids {
+			if done[pid] {
+				continue
+			}
+			done[pid] = true
+			fresh++
+			if err := signalIn(pid, payload, sig); err != nil {
+				return err
+			}
+		}
+		if fresh == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+const maxKillRounds = 16
+
+// signalIn sends sig to pid if, once pinned by a pidfd, it is in the
+// cgroup dir or below; a process that is gone or has left is skipped.
+func signalIn(pid int, dir string, sig int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pid %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	own, err := cgv2.OfPid(strconv.Itoa(pid))
+	if err != nil {
+		return nil // it ended after the pidfd was opened
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(dir, filepath.Join(mount, own)); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil // a reused pid, or it moved out
+	}
+	if err := unix.PidfdSendSignal(fd, unix.Signal(sig), nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	return nil
 }
 
 func newFreezeCmd() *cobra.Command {
