@@ -225,3 +225,32 @@ func TestStatusShowsSandbox(t *testing.T) {
 		}
 	})
 }
+
+// TestExecPty: "nsrun exec --pty" gives the command a terminal of its own
+// inside the sandbox, as "nsrun run --pty" does.
+func TestExecPty(t *testing.T) {
+	bothManagers(t, func(t *testing.T, u *box.User) {
+		unit := uniqueName(t, "e2e-exec-pty")
+		startUnit(t, u, unit, "--sandbox")
+		var out, errb bytes.Buffer
+		cmd := nsrun(context.Background(), u, "exec", "--pty", unit, "--", "sh", "-c", "tty; test -t 0 && echo stdin-is-tty")
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("nsrun exec --pty: %v: %s%s", err, out.String(), errb.String())
+		}
+		lines := strings.Split(strings.ReplaceAll(out.String(), "\r\n", "\n"), "\n")
+		if !strings.HasPrefix(lines[0], "/dev/pts/") || !strings.Contains(out.String(), "stdin-is-tty") {
+			t.Errorf("nsrun exec --pty printed %q, want a /dev/pts path and stdin-is-tty", out.String())
+		}
+		// Without --pty the command has nsrun's stdio (pipes here).
+		out.Reset()
+		cmd = nsrun(context.Background(), u, "exec", unit, "--", "sh", "-c", "tty || true")
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("nsrun exec: %v: %s", err, errb.String())
+		}
+		if strings.HasPrefix(out.String(), "/dev/pts/") {
+			t.Errorf("nsrun exec without --pty has a terminal: %q", out.String())
+		}
+	})
+}
