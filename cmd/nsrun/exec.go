@@ -34,9 +34,6 @@ func newExecCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if pty {
-				return usageError("--pty: not available for exec yet")
-			}
 			m := units.DefaultManager()
 			if system {
 				m = units.System
@@ -50,7 +47,7 @@ func newExecCmd() *cobra.Command {
 			if len(argv) == 0 {
 				return usageError("no command given (usage: nsrun exec UNIT [--] COMMAND [ARG...])")
 			}
-			return execInSandbox(cmd.Context(), m, args[0], argv)
+			return execInSandbox(cmd.Context(), m, args[0], argv, pty)
 		},
 	}
 	f := cmd.Flags()
@@ -176,7 +173,7 @@ func inCgroup(pid int, dir string) error {
 	return nil
 }
 
-func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []string) error {
+func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []string, pty bool) error {
 	dir, inside, err := enterUnit(ctx, m, unit)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
@@ -198,24 +195,78 @@ func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []str
 		return &exitError{code: exitNsrunFailed, err: err}
 	}
 	defer cgfd.Close()
-	l, err := nsexec.Join(pid, &nsexec.Spec{Argv: argv, Env: nsexec.CleanEnv(os.Environ(), nil)})
+	l, err := nsexec.Join(pid, &nsexec.Spec{Argv: argv, Env: nsexec.CleanEnv(os.Environ(), nil), Pty: pty})
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
 	}
 	l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	var relay *ptyRelay
+	if pty {
+		// As "nsrun run --pty": the command's stdio is the slave, which
+		// the joined child makes its controlling terminal (Spec.Pty).
+		if relay, err = sandboxPtyRelay(pid); err != nil {
+			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("--pty: open a pseudo-terminal: %w", err)}
+		}
+		l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = relay.slave, relay.slave, relay.slave
+	}
 	if !inside {
 		l.Cmd.SysProcAttr.UseCgroupFD, l.Cmd.SysProcAttr.CgroupFD = true, int(cgfd.Fd())
 	}
 	l.Cmd.SysProcAttr.Pdeathsig = unix.SIGKILL
-	return superviseLaunch(l, pidfd)
+	return superviseLaunch(l, pidfd, relay)
 }
 
-// superviseLaunch starts l from a locked thread, forwards signals and
-// returns the status as nsrun's exit.
-func superviseLaunch(l *nsexec.Launch, pidfd int) error {
+// sandboxPtyRelay opens the pty in the sandbox's own devpts (the one its
+// /dev/pts shows, so the command's tty has a name there), reached through
+// the sandbox process pid's root. The path is resolved inside that root
+// (a link in the sandbox cannot lead out of it) and must be a ptmx node.
+// A sandbox without a /dev/pts/ptmx of its own gets one of nsrun's.
+func sandboxPtyRelay(pid int) (*ptyRelay, error) {
+	root, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, "dev/pts/ptmx", &unix.OpenHow{
+		Flags:   unix.O_RDWR | unix.O_NOCTTY | unix.O_NONBLOCK | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return newPtyRelay()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the sandbox's /dev/pts/ptmx: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 5 || unix.Minor(st.Rdev) != 2 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("the sandbox's /dev/pts/ptmx is not the pty multiplexer (c 5:2)")
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return ptyRelayOn(fd)
+}
+
+// superviseLaunch starts l from a locked thread, forwards signals (with a
+// pty relay: passes window-size changes on) and returns the status as
+// nsrun's exit.
+func superviseLaunch(l *nsexec.Launch, pidfd int, relay *ptyRelay) error {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, forwarded(true)...)
+	if relay != nil {
+		signal.Notify(sigs, unix.SIGWINCH)
+	}
 	defer signal.Stop(sigs)
+	if relay != nil {
+		// On every way out: the master closed, nsrun's terminal back from
+		// raw mode (both are no-ops after finish).
+		defer func() {
+			relay.restore()
+			relay.master.Close()
+		}()
+	}
 	type result struct {
 		status int
 		err    error
@@ -233,6 +284,9 @@ func superviseLaunch(l *nsexec.Launch, pidfd int) error {
 		done <- result{st, err}
 	}()
 	if err := <-started; err != nil {
+		if relay != nil {
+			relay.slave.Close()
+		}
 		code := exitNsrunFailed
 		switch {
 		case errors.Is(err, nsexec.ErrCommandNotFound):
@@ -241,6 +295,9 @@ func superviseLaunch(l *nsexec.Launch, pidfd int) error {
 			code = exitNotExecutable
 		}
 		return &exitError{code: code, err: err}
+	}
+	if relay != nil {
+		relay.start()
 	}
 	if pidfd >= 0 {
 		// The sandbox's init is still the process we checked.
@@ -255,8 +312,15 @@ func superviseLaunch(l *nsexec.Launch, pidfd int) error {
 	for {
 		select {
 		case s := <-sigs:
+			if s == unix.SIGWINCH && relay != nil {
+				relay.resize()
+				continue
+			}
 			_ = l.Cmd.Process.Signal(s)
 		case r := <-done:
+			if relay != nil {
+				relay.finish()
+			}
 			if r.err != nil {
 				return &exitError{code: exitNsrunFailed, err: r.err}
 			}

@@ -9,12 +9,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nsrun/nsrun/bpfdev"
 	"github.com/nsrun/nsrun/delegate"
 	"github.com/nsrun/nsrun/internal/cgv2"
+	"github.com/nsrun/nsrun/nsexec"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // jsonSchemaVersion is the "schema_version" of every JSON document nsrun
@@ -232,12 +238,151 @@ func readLimits(dir string, sandbox bool) (*limitsJSON, error) {
 	return l, nil
 }
 
-// fillExtensions is where the other issues add their parts of status: the
-// namespaces (issue "namespaces"), the device policy (issue "devices") and
-// the root file system (overlay root). Each sets its field of st and returns
-// the lines it adds to the human output; none does yet.
-func fillExtensions(_ context.Context, _ *statusJSON) (lines [][2]string, err error) {
-	return nil, nil
+// fillExtensions adds the sandbox parts of status: the namespaces and root
+// of the sandbox child (the oldest process at the top of payload/), and the
+// device policy in force on payload/ read back from the kernel. It returns
+// the lines it adds to the human output.
+func fillExtensions(_ context.Context, st *statusJSON) (lines [][2]string, err error) {
+	if st.CgroupPath == nil {
+		return nil, nil
+	}
+	payload := delegate.PayloadDir(*st.CgroupPath)
+	sandboxed := false
+	if pid, ok := topProcess(payload); ok {
+		info, err := nsexec.Inspect(pid)
+		if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ESRCH) {
+			return nil, err
+		}
+		if err == nil {
+			ns := &namespacesJSON{Pid: pid, Entries: []namespaceJSON{}}
+			var private, shared []string
+			for _, n := range info.Namespaces {
+				ns.Entries = append(ns.Entries, namespaceJSON{Kind: n.Kind, Inode: n.Inode, Private: n.Private})
+				if n.Private {
+					private = append(private, n.Kind)
+				} else {
+					shared = append(shared, n.Kind)
+				}
+			}
+			if len(private) > 0 {
+				sandboxed = true
+				st.Namespaces = ns
+				st.Root = &rootJSON{FSType: info.RootFS, Source: info.RootSource}
+				lines = append(lines,
+					[2]string{"Sandbox", fmt.Sprintf("pid %d", pid)},
+					[2]string{"Namespaces", fmt.Sprintf("private: %s; shared with the caller: %s", orNone(private), orNone(shared))},
+					[2]string{"Root", info.RootFS + " " + info.RootSource})
+			}
+		}
+	}
+	if !sandboxed {
+		lines = append(lines, [2]string{"Namespaces", "none of its own (the workload shares the caller's)"})
+	}
+	dev, err := statusDevices(st.Unit, payload, sandboxed)
+	if err != nil {
+		return nil, err
+	}
+	st.Devices = dev
+	lines = append(lines, [2]string{"Devices", fmt.Sprintf("%s (%s)", dev.Mechanism, dev.Why)})
+	if dev.Mechanism == bpfdev.MechanismBPF {
+		rules := make([]string, len(dev.Rules))
+		for i, e := range dev.Rules {
+			rules[i] = e.String()
+		}
+		text := strings.Join(rules, ", ")
+		if len(rules) == 0 {
+			text = "none: every device is denied"
+		}
+		lines = append(lines, [2]string{"Device rules", text})
+	}
+	if len(dev.Nodes) > 0 {
+		var nodes []string
+		for _, n := range dev.Nodes {
+			nodes = append(nodes, n.Path)
+		}
+		lines = append(lines, [2]string{"Device nodes", strings.Join(nodes, " ")})
+	}
+	if len(dev.InForce) > 0 {
+		var progs []string
+		for _, p := range dev.InForce {
+			progs = append(progs, fmt.Sprintf("%d %s (%s)", p.ID, p.Name, orDash(p.Owner)))
+		}
+		lines = append(lines, [2]string{"Device programs", strings.Join(progs, ", ")})
+	}
+	return lines, nil
+}
+
+// statusDevices is the device part of status: what "nsrun devices UNIT"
+// reports. A caller who may not query device programs learns nothing of
+// them; for an unsandboxed workload nsrun enforces no device policy then.
+func statusDevices(unit, payload string, sandboxed bool) (*devicesReport, error) {
+	if !sandboxed {
+		if _, err := bpfdev.Inspect(payload); errors.Is(err, bpfdev.ErrPermission) {
+			return &devicesReport{
+				Unit: unit, Cgroup: payload, Mechanism: bpfdev.MechanismNone,
+				Rules: []bpfdev.Entry{}, Path: []bpfdev.ProgramRef{}, InForce: []bpfdev.ProgramRef{},
+				Why: "not a sandbox: no device policy of nsrun's (device programs cannot be read without privileges)",
+			}, nil
+		}
+	}
+	rep, err := inspectDevices(unit, payload, nil)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Rules == nil {
+		rep.Rules = []bpfdev.Entry{}
+	}
+	if rep.Path == nil {
+		rep.Path = []bpfdev.ProgramRef{}
+	}
+	if rep.InForce == nil {
+		rep.InForce = []bpfdev.ProgramRef{}
+	}
+	return rep, nil
+}
+
+// topProcess is the sandbox child in the cgroup dir: of the processes
+// there whose parent is not, the oldest (an "nsrun exec" joins payload/
+// later, its parent in supervisor/).
+func topProcess(dir string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return 0, false
+	}
+	in := map[int]bool{}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			in[pid] = true
+			pids = append(pids, pid)
+		}
+	}
+	best, bestStart := 0, uint64(0)
+	for _, pid := range pids {
+		if in[parentOf(pid)] {
+			continue
+		}
+		start, ok := startTime(pid)
+		if ok && (best == 0 || start < bestStart) {
+			best, bestStart = pid, start
+		}
+	}
+	return best, best != 0
+}
+
+// startTime is field 22 of /proc/PID/stat: when the process started.
+func startTime(pid int) (uint64, bool) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	return v, err == nil
 }
 
 func newStatusCmd() *cobra.Command {
@@ -349,7 +494,7 @@ func newKillCmd() *cobra.Command {
 	var sig string
 	var n int
 	cmd := unitAction("kill [--signal=SIG] UNIT", "Send a signal to every process of a sandbox", &m, func(ctx context.Context, conn *units.Conn, name string) error {
-		return conn.Kill(ctx, name, units.KillAll, n)
+		return killUnit(ctx, conn, name, n)
 	})
 	// The signal is checked before the manager is asked anything.
 	cmd.PreRunE = func(*cobra.Command, []string) error {
@@ -359,14 +504,108 @@ func newKillCmd() *cobra.Command {
 		}
 		return nil
 	}
-	cmd.Long = `Send SIG to every process of UNIT (KillUnit with whom "all", as systemctl
-kill does), nsrun's supervisor included; SIG is a name (TERM, SIGTERM),
-RTMIN+N, or a number. It returns once systemd has sent the signal.`
+	cmd.Long = `Send SIG to the workload of UNIT: in an nsrun sandbox, to every process of
+its payload/ cgroup and below, and to nothing else (nsrun's supervisor, which
+would forward it a second time, is left out; KILL goes through cgroup.kill).
+A unit without nsrun's layout gets KillUnit with whom "all", as systemctl
+kill does. SIG is a name (TERM, SIGTERM), RTMIN+N, or a number. It returns
+once the signal is sent.`
 	cmd.Flags().StringVarP(&sig, "signal", "s", "TERM", "signal to send: TERM, SIGTERM, 15, RTMIN+N")
 	_ = cmd.RegisterFlagCompletionFunc("signal", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// killUnit signals the workload of a unit. In a sandbox it signals each
+// process of payload/ (and below) through a pidfd, checked to be in payload/
+// after it is opened, so a pid reused meanwhile is never signalled; it lists
+// again until no new process turns up, to catch children forked meanwhile.
+// SIGKILL uses payload/cgroup.kill, which the kernel applies atomically.
+// Without the layout (or without a cgroup) the manager does it: KillUnit
+// with whom "all".
+func killUnit(ctx context.Context, conn *units.Conn, name string, sig int) error {
+	info, err := conn.Unit(ctx, name)
+	if err != nil {
+		return err
+	}
+	if info.ControlGroup == "" {
+		return conn.Kill(ctx, name, units.KillAll, sig)
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return fmt.Errorf("find the cgroup v2 hierarchy: %w", err)
+	}
+	dir := delegate.ScopeDir(mount, info.ControlGroup)
+	if !delegate.IsSandbox(dir) {
+		return conn.Kill(ctx, name, units.KillAll, sig)
+	}
+	return signalPayload(delegate.PayloadDir(dir), sig)
+}
+
+// signalPayload sends sig to every process in the cgroup payload and below.
+func signalPayload(payload string, sig int) error {
+	if sig == int(unix.SIGKILL) {
+		// Atomic, and a process forking meanwhile cannot escape it.
+		if err := delegate.WriteSetting(payload, "cgroup.kill", "1"); err != nil {
+			return fmt.Errorf("kill %s: %w", payload, err)
+		}
+		return nil
+	}
+	done := map[int]bool{}
+	// A workload forking without end could keep the lists growing; after
+	// maxKillRounds what is left was born after the signal was sent.
+	for round := 0; round < maxKillRounds; round++ {
+		pids, err := delegate.Procs(payload)
+		if err != nil {
+			return err
+		}
+		fresh := 0
+		for _, pid := range pids {
+			if done[pid] {
+				continue
+			}
+			done[pid] = true
+			fresh++
+			if err := signalIn(pid, payload, sig); err != nil {
+				return err
+			}
+		}
+		if fresh == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+const maxKillRounds = 16
+
+// signalIn sends sig to pid if, once pinned by a pidfd, it is in the
+// cgroup dir or below; a process that is gone or has left is skipped.
+func signalIn(pid int, dir string, sig int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pid %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	own, err := cgv2.OfPid(strconv.Itoa(pid))
+	if err != nil {
+		return nil // it ended after the pidfd was opened
+	}
+	mount, err := cgv2.Mount()
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(dir, filepath.Join(mount, own)); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil // a reused pid, or it moved out
+	}
+	if err := unix.PidfdSendSignal(fd, unix.Signal(sig), nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal pid %d: %w", pid, err)
+	}
+	return nil
 }
 
 func newFreezeCmd() *cobra.Command {

@@ -52,11 +52,30 @@ type statusJSON struct {
 	SupervisorPids []int       `json:"supervisor_pids"`
 	Limits         *limitsJSON `json:"limits"`
 	Usage          *usageJSON  `json:"usage"`
-	// Extension points, filled by the issues that add these parts
-	// (fillExtensions); omitted until then.
-	Namespaces any `json:"namespaces,omitempty"`
-	Devices    any `json:"devices,omitempty"`
-	Root       any `json:"root,omitempty"`
+	// The sandbox parts (fillExtensions). Namespaces and Root are null
+	// when the workload has no namespace of its own, Devices when the unit
+	// has no cgroup.
+	Namespaces *namespacesJSON `json:"namespaces"`
+	Devices    *devicesReport  `json:"devices"`
+	Root       *rootJSON       `json:"root"`
+}
+
+// namespacesJSON are the namespaces of the sandbox child.
+type namespacesJSON struct {
+	Pid     int             `json:"pid"`
+	Entries []namespaceJSON `json:"entries"`
+}
+
+type namespaceJSON struct {
+	Kind    string `json:"kind"`
+	Inode   uint64 `json:"inode"`
+	Private bool   `json:"private"`
+}
+
+// rootJSON is the sandbox's "/" as its mountinfo shows it.
+type rootJSON struct {
+	FSType string `json:"fstype"`
+	Source string `json:"source"`
 }
 
 // usageJSON: null means unknown (the cgroup file is absent because its

@@ -27,6 +27,11 @@ func newPtyRelay() (*ptyRelay, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ptyRelayOn(fd)
+}
+
+// ptyRelayOn makes the relay of an open pty master (a ptmx fd).
+func ptyRelayOn(fd int) (*ptyRelay, error) {
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		unix.Close(fd)
 		return nil, err
