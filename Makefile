@@ -4,7 +4,9 @@
 #                when PID 1 is not systemd) and show what happened
 #   make test    unit tests and the box tier (as root); installs what it needs
 #   make lint    gofmt, go vet, staticcheck
-#   make bench   benchmarks (as root; the device-open cost per rule count)
+#   make bench   benchmarks (as root): launch cost of nsrun beside
+#                systemd-run and bwrap, concurrency, memory, and the
+#                device-open cost per rule count; see bench/README.md
 #   make man     generate the man pages into bin/man
 #   make install PREFIX=/usr/local DESTDIR=
 #   make clean
@@ -22,8 +24,10 @@ STATICCHECK_VERSION := v0.8.2
 # system bus, util-linux (unshare, nsenter, setpriv), passwd (useradd for the
 # box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
 DEB_PACKAGES := systemd dbus util-linux passwd uidmap
+# What make bench compares nsrun with (bwrap) and profiles it with (strace).
+BENCH_DEB_PACKAGES := bubblewrap strace
 
-.PHONY: all build man test test-unit bench deps lint demo install clean box
+.PHONY: all build man test test-unit bench bench-deps deps lint demo install clean box
 
 all: build
 
@@ -32,13 +36,15 @@ build:
 	$(GO) build -o $(BIN)/nsrun-box ./internal/box/cmd/nsrun-box
 
 # Install the Debian packages that are missing (needs root and apt-get).
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+deps: PACKAGES = $(DEB_PACKAGES)
+bench-deps: PACKAGES = $(DEB_PACKAGES) $(BENCH_DEB_PACKAGES)
+deps bench-deps:
+	@missing=""; for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" != 0 ]; then echo "make deps: missing Debian packages:$$missing (run as root)"; exit 1; fi; \
-		echo "make deps: installing$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "make $@: missing Debian packages:$$missing (run as root)"; exit 1; fi; \
+		echo "make $@: installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(GO) mod download
@@ -55,9 +61,14 @@ test-unit:
 	$(GO) test -count=1 ./units/... ./delegate/... ./internal/cgv2/... ./internal/archtest/...
 
 # Benchmarks against the real kernel (root, the box). Performance is
-# measured here, never asserted in a test.
-bench: deps
-	$(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 200000x ./bpfdev/...
+# measured here, never asserted in a test. The report goes to stdout and to
+# bench/results/<date>-<kernel>.txt. BENCH_FLAGS passes options to
+# nsrun-bench (e.g. BENCH_FLAGS="-runs=100 -conc=1,10,50,100").
+BENCH_FLAGS ?=
+bench: bench-deps build
+	$(GO) build -o $(BIN)/nsrun-bench ./bench/cmd/nsrun-bench
+	set -o pipefail; $(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 200000x ./bpfdev/... | tee $(BIN)/bench-device.txt
+	$(BIN)/nsrun-bench -nsrun=$(BIN)/nsrun -results=bench/results -device=$(BIN)/bench-device.txt -strace $(BENCH_FLAGS)
 
 lint:
 	@bad=$$(gofmt -l .); \

@@ -70,6 +70,12 @@ type Box struct {
 	cgroup string   // host path of the box's cgroup
 	cgfd   *os.File // open directory of cgroup, for CLONE_INTO_CGROUP
 	ptmx   *os.File // master side of the box's /dev/console
+	// pts is our copy of the console's peer, held until PID 1 has exited:
+	// systemd as PID 1 opens /dev/console for each message and closes it
+	// again, and a read of the master while nobody holds the peer fails
+	// with EIO, which would end the console reader; PID 1 would then block
+	// in write(2) once the pty buffer is full, after a few hundred units.
+	pts *os.File
 
 	console     *ring
 	consoleDone chan struct{}
@@ -205,11 +211,11 @@ func (b *Box) spawn(pts *os.File, opts Options) error {
 		b.waitErr = cmd.Wait()
 		close(b.exited)
 	}()
-	err = <-started
-	pts.Close()
-	if err != nil {
+	if err = <-started; err != nil {
+		pts.Close()
 		return fmt.Errorf("start box init: %w", err)
 	}
+	b.pts = pts
 	return nil
 }
 
@@ -305,6 +311,9 @@ func (b *Box) close() error {
 		if err := b.stop(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if b.pts != nil {
+		b.pts.Close() // PID 1 is gone: let the console reader see EIO
 	}
 	if b.ptmx != nil {
 		select {
