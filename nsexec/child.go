@@ -172,6 +172,14 @@ func (c *child) run() error {
 	if s.Namespaces.Has(NSPID) && !s.NoInit {
 		return c.runInit(path)
 	}
+	return c.execWorkload(path)
+}
+
+// execWorkload is the end of every child: a session of its own (with the
+// pty as its terminal), the security settings, only the fds the workload
+// may have, then exec. A run and a join end the same way.
+func (c *child) execWorkload(path string) error {
+	s := c.spec
 	if _, err := unix.Setsid(); err != nil {
 		return childErr("setsid", err)
 	}
@@ -187,7 +195,7 @@ func (c *child) run() error {
 		return err
 	}
 	_ = c.enc.Encode(message{Kind: "exec"})
-	err = unix.Exec(path, s.Argv, s.Env)
+	err := unix.Exec(path, s.Argv, s.Env)
 	return childErr(stepExec, fmt.Errorf("%s: %w", s.Argv[0], err))
 }
 

@@ -189,21 +189,5 @@ func (c *child) joined() error {
 	if err != nil {
 		return err
 	}
-	if _, err := unix.Setsid(); err != nil {
-		return childErr("setsid", err)
-	}
-	if s.Pty {
-		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
-			return childErr("make the pty the controlling terminal", err)
-		}
-	}
-	if err := applySecurity(s); err != nil {
-		return err
-	}
-	if err := closeExtraFDs(3 + s.PreserveFDs); err != nil {
-		return err
-	}
-	_ = c.enc.Encode(message{Kind: "exec"})
-	err = unix.Exec(path, s.Argv, s.Env)
-	return childErr(stepExec, fmt.Errorf("%s: %w", s.Argv[0], err))
+	return c.execWorkload(path)
 }
