@@ -178,13 +178,7 @@ func TestDevicesCommand(t *testing.T) {
 func TestDevicesUnprivileged(t *testing.T) {
 	requireBox(t)
 	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	unit, _ := devicesScope(t, &u)
 	rep, out, err := nsrunDevices(t, &u, "--user", unit, "--json")
 	if err != nil {

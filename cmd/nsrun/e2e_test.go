@@ -79,6 +79,21 @@ func requireBox(t *testing.T) {
 	}
 }
 
+// boxUser is the suite's unprivileged box user, with its user manager
+// running.
+func boxUser(t *testing.T) *box.User {
+	t.Helper()
+	ctx := context.Background()
+	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	return &u
+}
+
 // nsrun prepares nsrun ARGS... in the box, as root or as user u.
 func nsrun(ctx context.Context, u *box.User, args ...string) *exec.Cmd {
 	if u != nil {
@@ -266,14 +281,7 @@ func TestScopeSystemManager(t *testing.T) {
 
 func TestScopeUserManager(t *testing.T) {
 	requireBox(t)
-	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	testScopeInManager(t, &u)
 }
 
@@ -461,13 +469,7 @@ func TestLimitsNotInForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := testBox.EnsureUser(context.Background(), "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(context.Background(), u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	for _, who := range []*box.User{nil, &u} {
 		for _, tc := range []struct{ prop, sent, ctrl string }{
 			{"MemoryMax=64M", "MemoryMax", "memory"},

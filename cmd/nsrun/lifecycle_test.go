@@ -410,14 +410,7 @@ func TestLifecycleSystemManager(t *testing.T) {
 
 func TestLifecycleUserManager(t *testing.T) {
 	requireBox(t)
-	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	testLifecycle(t, &u)
 }
 

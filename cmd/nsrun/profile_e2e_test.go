@@ -260,14 +260,7 @@ func TestBadProfileCreatesNothing(t *testing.T) {
 // masks /etc's profile of the same name; run as an unprivileged user.
 func TestUserProfile(t *testing.T) {
 	requireBox(t)
-	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	name := uniqueName(t, "e2e-uprof")
 	boxRemove(t, "/etc/nsrun/profiles/"+name+".conf", u.Home+"/.config/nsrun")
 	boxWrite(t, nil, "/etc/nsrun/profiles/"+name+".conf", "[Unit]\nDescription=system's, masked\n")

@@ -516,13 +516,7 @@ func TestDevicePolicyInRun(t *testing.T) {
 	}
 	// Without root there is no device program: the policy needs the
 	// sandbox's own /dev, and nsrun refuses it without one.
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	out, err := nsrun(ctx, &u, "-q", "--device=/dev/null", "--", "true").CombinedOutput()
 	if code := exitCode(t, err); code != 125 || !strings.Contains(string(out), "/dev") {
 		t.Errorf("unprivileged policy without a sandbox /dev: exit %d, output %q", code, out)
@@ -581,13 +575,7 @@ func TestReconnectDuringReexec(t *testing.T) {
 func TestSandboxDevOnlyAllowed(t *testing.T) {
 	requireBox(t)
 	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := *boxUser(t)
 	allowed := map[string]bool{"null": true, "zero": true, "full": true, "random": true, "urandom": true,
 		"tty": true, "ptmx": true, "pts": true, "shm": true, "mqueue": true, "fd": true, "stdin": true,
 		"stdout": true, "stderr": true, "core": true, "console": true}

@@ -15,23 +15,10 @@ import (
 	"github.com/nsrun/nsrun/internal/box"
 )
 
-func sandboxUser(t *testing.T) *box.User {
-	t.Helper()
-	ctx := context.Background()
-	u, err := testBox.EnsureUser(ctx, "nsrun-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testBox.StartUserManager(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	return &u
-}
-
 func bothManagers(t *testing.T, f func(t *testing.T, u *box.User)) {
 	requireBox(t)
 	t.Run("system", func(t *testing.T) { f(t, nil) })
-	t.Run("user", func(t *testing.T) { f(t, sandboxUser(t)) })
+	t.Run("user", func(t *testing.T) { f(t, boxUser(t)) })
 }
 
 func TestSandboxFlag(t *testing.T) {
