@@ -2,6 +2,7 @@ package nsexec
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -119,7 +120,7 @@ func (c *child) run() error {
 			return &ChildError{Step: "check mount namespace", Msg: "check mount namespace: still in the caller's mount namespace, refusing to mount"}
 		}
 	}
-	if s.Namespaces.Has(NSTime) {
+	if s.Namespaces.Has(NSTime) && s.Time.set() {
 		if err := setupTime(s.Time); err != nil {
 			return err
 		}
@@ -266,12 +267,26 @@ func setupTime(t *TimeOffsets) error {
 	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
 		return childErr("unshare time namespace", err)
 	}
-	if t == nil || (t.Monotonic == 0 && t.Boottime == 0) {
-		return nil
-	}
 	text := fmt.Sprintf("monotonic %d 0\nboottime %d 0\n", t.Monotonic, t.Boottime)
 	if err := os.WriteFile("/proc/self/timens_offsets", []byte(text), 0); err != nil {
 		return childErr("set time offsets", err)
+	}
+	return checkTimeEntry()
+}
+
+// checkTimeEntry makes sure this kernel will move the workload into the
+// time namespace just unshared. Kernels that do it at execve also let a
+// process whose time namespace for children differs from its own fork with
+// CLONE_VM; older ones (Debian 12's 6.1 among them) refuse that fork with
+// EINVAL and never move an exec'd process: there the offsets would
+// silently not apply. The probe is a vfork of a path that does not exist:
+// it fails at clone (old kernels) or at execve (ENOENT), before any program
+// runs.
+func checkTimeEntry() error {
+	_, err := syscall.ForkExec("/nonexistent/nsrun-time-probe", []string{"probe"}, &syscall.ProcAttr{})
+	if errors.Is(err, syscall.EINVAL) {
+		return &ChildError{Step: "set time offsets", Errno: syscall.EINVAL,
+			Msg: "--time-offset: this kernel moves a process into a new time namespace only when it forks, not at execve, so the offsets would not reach the workload; leave out --time-offset (--unshare=time alone works)"}
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ package nsexec
 //	                                          (capabilities kept through the
 //	                                          unmapped execve as ambient ones)
 //	send Spec ──────────────────────────────► decode Spec; refuse the host mount ns
-//	                                          unshare time (+offsets) and cgroup ns
+//	                                          unshare time (only with offsets) and cgroup ns
 //	                                          non-dumpable; hostname; lo up
 //	                                          mounts, masks, pivot_root
 //	                                          setsid, ids, caps, no_new_privs, seccomp
@@ -118,7 +118,7 @@ func Prepare(spec *Spec) (*Launch, error) {
 		Env:  []string{}, // the workload's environment travels in the spec
 		Dir:  "/",
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags:  s.Namespaces.cloneFlags(),
+			Cloneflags:  s.cloneFlags(),
 			AmbientCaps: ambient,
 		},
 	}

@@ -152,6 +152,27 @@ type TimeOffsets struct {
 	Boottime  int64
 }
 
+// set reports whether t moves a clock.
+func (t *TimeOffsets) set() bool {
+	return t != nil && (t.Monotonic != 0 || t.Boottime != 0)
+}
+
+// cloneFlags are the namespaces the child is cloned with. A time namespace
+// without offsets is cloned too: the kernel puts the child in it at fork
+// (or, when Go clones with CLONE_VM, at its execve), so the child never runs
+// with a time namespace for its children that differs from its own, which
+// Linux before 6.x refuses any later CLONE_VM fork for (EINVAL: the init's
+// fork of the workload). Offsets can be written only before any process
+// has entered the namespace, so with offsets the child unshares it itself
+// (setupTime).
+func (s *Spec) cloneFlags() uintptr {
+	f := s.Namespaces.cloneFlags()
+	if s.Namespaces.Has(NSTime) && !s.Time.set() {
+		f |= unix.CLONE_NEWTIME
+	}
+	return f
+}
+
 // Seccomp selects the seccomp filter.
 type Seccomp string
 

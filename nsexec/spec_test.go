@@ -413,3 +413,30 @@ func TestLoadSeccompFile(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+// A time namespace is cloned with the child unless offsets must be written
+// first, in which case the child unshares it (see Spec.cloneFlags).
+func TestSpecCloneFlagsTime(t *testing.T) {
+	s := &Spec{Namespaces: NSPID | NSTime}
+	if s.cloneFlags()&unix.CLONE_NEWTIME == 0 {
+		t.Errorf("time namespace without offsets not cloned: %#x", s.cloneFlags())
+	}
+	s.Time = &TimeOffsets{}
+	if s.cloneFlags()&unix.CLONE_NEWTIME == 0 {
+		t.Errorf("zero offsets: time namespace not cloned")
+	}
+	s.Time = &TimeOffsets{Monotonic: 10}
+	if s.cloneFlags()&unix.CLONE_NEWTIME != 0 {
+		t.Errorf("with offsets the time namespace must be unshared by the child, not cloned")
+	}
+	if (&Spec{Namespaces: NSPID}).cloneFlags()&unix.CLONE_NEWTIME != 0 {
+		t.Errorf("time namespace cloned although not requested")
+	}
+}
+
+func TestLowerdirList(t *testing.T) {
+	got := lowerdirList([]string{"/a", `/b:c`, `/d\e`})
+	if want := `/a:/b\:c:/d\\e`; got != want {
+		t.Errorf("lowerdirList = %q, want %q", got, want)
+	}
+}
