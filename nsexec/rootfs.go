@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,6 +49,8 @@ type rootfs struct {
 	warn func(string, ...any)
 	root int // fd of the new root (the attached root mount)
 	fds  []int
+	// legacyLowerdir: the kernel refused "lowerdir+" (before 6.8).
+	legacyLowerdir bool
 }
 
 func (r *rootfs) keep(fd int) int { r.fds = append(r.fds, fd); return fd }
@@ -154,15 +157,21 @@ func (r *rootfs) cloneRoot() (int, error) {
 
 // attachRoot attaches the root mount at the staging directory.
 func (r *rootfs) attachRoot(mfd int) error {
-	st, err := unix.Open(stagingDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return childErr("open staging directory "+stagingDir, err)
-	}
-	defer unix.Close(st)
-	if err := attach(mfd, st); err != nil {
+	if err := r.attachAt(mfd, stagingDir); err != nil {
 		return childErr("attach the new root", err)
 	}
 	return nil
+}
+
+// attachAt attaches a detached mount on a directory of this mount
+// namespace (all of whose mounts setupMounts made private).
+func (r *rootfs) attachAt(mfd int, dir string) error {
+	st, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(st)
+	return attach(mfd, st)
 }
 
 // overlayRoot is --overlay-root: an overlay of the lowers with the given
@@ -232,6 +241,13 @@ func (r *rootfs) upperWork() (upper, work string, err error) {
 		return "", "", childErr("tmpfs for the overlay upper", err)
 	}
 	r.keep(t)
+	// Attached in this (private) mount namespace, below where the root
+	// will be staged: before Linux 6.15 overlayfs refuses layers on a
+	// detached mount (clone_private_mount: EINVAL), as on Debian 12's 6.1.
+	// pivot_root's detach of the old root takes it away again.
+	if err := r.attachAt(t, stagingDir); err != nil {
+		return "", "", childErr("tmpfs for the overlay upper", err)
+	}
 	for _, d := range []string{"upper", "work"} {
 		if err := unix.Mkdirat(t, d, 0o755); err != nil {
 			return "", "", childErr("tmpfs for the overlay upper", err)
@@ -240,16 +256,41 @@ func (r *rootfs) upperWork() (upper, work string, err error) {
 	return fdPath(t) + "/upper", fdPath(t) + "/work", nil
 }
 
+// overlay mounts lowers (top first) with upper and work. It gives the
+// layers one "lowerdir+" option each (Linux 6.8), which needs no escaping;
+// where the kernel does not know that option (EINVAL) it falls back to one
+// "lowerdir" list with ':' and '\' escaped.
 func (r *rootfs) overlay(lowers []string, upper, work string) (int, error) {
-	opts := []fsOpt{}
-	for _, l := range lowers {
-		opts = append(opts, fsOpt{"lowerdir+", l})
-	}
-	opts = append(opts, fsOpt{"upperdir", upper}, fsOpt{"workdir", work})
+	tail := []fsOpt{{"upperdir", upper}, {"workdir", work}}
 	if r.spec.Namespaces.Has(NSUser) {
-		opts = append(opts, fsOpt{"userxattr", ""})
+		tail = append(tail, fsOpt{"userxattr", ""})
 	}
-	return newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, opts...)
+	if !r.legacyLowerdir {
+		opts := []fsOpt{}
+		for _, l := range lowers {
+			opts = append(opts, fsOpt{"lowerdir+", l})
+		}
+		mfd, err := newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, append(opts, tail...)...)
+		// Before overlay used the new mount API (6.5), fsconfig accepts any
+		// key and the unknown one fails only at create; so any EINVAL is
+		// retried the old way, which fails again when it was not the key.
+		if err == nil || !errors.Is(err, unix.EINVAL) {
+			return mfd, err
+		}
+		r.legacyLowerdir = true
+	}
+	return newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, append([]fsOpt{{"lowerdir", lowerdirList(lowers)}}, tail...)...)
+}
+
+// lowerdirList joins layers for overlay's "lowerdir" option, escaping the
+// separator ':' and the escape character itself.
+func lowerdirList(lowers []string) string {
+	esc := strings.NewReplacer(`\`, `\\`, ":", `\:`)
+	parts := make([]string, len(lowers))
+	for i, l := range lowers {
+		parts[i] = esc.Replace(l)
+	}
+	return strings.Join(parts, ":")
 }
 
 // assembleRoot builds an overlay of "/" one top-level directory at a time
@@ -278,10 +319,14 @@ func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
 	}
 	sort.Strings(names)
 	var readOnly, skipped []string
+	var why []string
 	for _, name := range names {
 		err := r.assembleEntry(lower, root, name, upper, work)
 		if err == nil {
 			continue
+		}
+		if msg := err.Error(); !slices.Contains(why, msg) {
+			why = append(why, msg)
 		}
 		if r.bindReadOnly(lower, root, name) == nil {
 			readOnly = append(readOnly, "/"+name)
@@ -290,10 +335,10 @@ func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
 		}
 	}
 	if len(readOnly) > 0 {
-		r.warn("--overlay-root=/: %s could not be overlaid in a user namespace (mounts below them); bound read-only instead", strings.Join(readOnly, ", "))
+		r.warn("--overlay-root=/: %s could not be overlaid in a user namespace (%s); bound read-only instead", strings.Join(readOnly, ", "), strings.Join(why, "; "))
 	}
 	if len(skipped) > 0 {
-		r.warn("--overlay-root=/: %s could not be overlaid nor bound; left empty", strings.Join(skipped, ", "))
+		r.warn("--overlay-root=/: %s could not be overlaid nor bound (%s); left empty", strings.Join(skipped, ", "), strings.Join(why, "; "))
 	}
 	return root, nil
 }
