@@ -261,4 +261,3 @@ func TestJoinKeepsRestrictions(t *testing.T) {
 		}
 	})
 }
-
