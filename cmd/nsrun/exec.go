@@ -188,6 +188,9 @@ func inCgroup(pid int, dir string) error {
 }
 
 func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []string, pty bool) error {
+	if err := checkTaskHeadroom(true); err != nil {
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
 	dir, inside, err := enterUnit(ctx, m, unit)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}

@@ -236,6 +236,9 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 		return err
 	}
 	p.proc.extraFiles = takePreserved(p.proc.preserveFDs)
+	if err := checkTaskHeadroom(p.spec != nil); err != nil {
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
