@@ -48,6 +48,12 @@ func ChildMain() {
 	if userns {
 		c.waitMaps(fd)
 	}
+	if join {
+		// Joined through nsenter: die with it until applySecurity sets
+		// this again for the command (nsrun exec kills nsenter on its
+		// way out, Pdeathsig).
+		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0)
+	}
 	unix.CloseOnExec(fd)
 	var spec Spec
 	if err := json.NewDecoder(c.sync).Decode(&spec); err != nil {

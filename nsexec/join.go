@@ -109,7 +109,7 @@ func rootMount(mountinfo []byte) (fstype, source string) {
 
 // Join prepares a command that runs spec's command inside the running
 // sandbox whose process is pid (its init, or its workload with NoInit). Only
-// Argv, Path, Env, Dir, Pty and PreserveFDs of spec are used: the
+// Argv, Path, Env, Dir, Pty, Winsize and PreserveFDs of spec are used: the
 // restrictions (capabilities, ids, seccomp program) are the sandbox's own,
 // read from the record its starter keeps (restrict.go), with the default
 // filter where the sandbox has none. The caller places Cmd in the sandbox's

@@ -22,6 +22,9 @@ package nsexec
 //	                                          mounts, masks, pivot_root
 //	                                          setsid, ids, caps, no_new_privs, seccomp
 //	           ◄──────────────────────────── {warn} ... (what could not be overlaid)
+//	           ◄──────────────────────────── with Spec.Pty: {pty} + the master fd
+//	                                          (SCM_RIGHTS; /dev/ptmx of the
+//	                                          sandbox, slave on 0, 1, 2)
 //	 (a) no init (no pid ns, or NoInit):
 //	           ◄──────────────────────────── {exec}; execve(workload)
 //	EOF (fd closed on exec) = running;        or, if execve failed:
@@ -34,7 +37,10 @@ package nsexec
 //	own wait status (killed from outside: 128+N).
 //
 // Any error before the workload runs comes back as {error} with the
-// step and errno; Start returns it as a *ChildError.
+// step and errno; Start returns it as a *ChildError. The parent reads with
+// recvmsg under a deadline (Launch.Timeout, sync.go): a child that never
+// answers is killed. The parent also keeps the sealed record of the
+// sandbox's restrictions for nsrun exec (restrict.go) until Wait returns.
 
 import (
 	"encoding/json"
