@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nsrun/nsrun/internal/box"
 	"github.com/nsrun/nsrun/nsexec"
@@ -30,7 +31,23 @@ func TestStartTimesOut(t *testing.T) {
 			cmd.Env = append(cmd.Env, "NSEXEC_TEST_STOP_CHILD=1", "NSEXEC_TEST_TIMEOUT=1s")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Without the bound the driver would wait forever: kill it
+			// after a minute and fail rather than hang the suite.
+			hung := false
+			timer := time.AfterFunc(time.Minute, func() {
+				hung = true
+				if drv := descendant(cmd.Process.Pid, testBin); drv > 0 {
+					_ = syscall.Kill(drv, syscall.SIGKILL)
+				}
+			})
+			err := cmd.Wait()
+			timer.Stop()
+			if hung {
+				t.Fatalf("%v: Start did not give up on a stopped child: %s", ns, stderr.String())
+			}
 			code := -1
 			if ee, ok := err.(interface{ ExitCode() int }); ok {
 				code = ee.ExitCode()
