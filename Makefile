@@ -22,8 +22,9 @@ STATICCHECK_VERSION := v0.8.2
 
 # Debian packages the box tier needs: systemd as the box's PID 1, dbus for its
 # system bus, util-linux (unshare, nsenter, setpriv), passwd (useradd for the
-# box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
-DEB_PACKAGES := systemd dbus util-linux passwd uidmap
+# box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps),
+# strace (the fault tests inject system call errors with it).
+DEB_PACKAGES := systemd dbus util-linux passwd uidmap strace
 # What make bench compares nsrun with (bwrap) and profiles it with (strace).
 BENCH_DEB_PACKAGES := bubblewrap strace
 # The VM tier: qemu to boot the guest, debootstrap and e2fsprogs (mkfs.ext4

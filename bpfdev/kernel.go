@@ -104,9 +104,10 @@ func describe(id ebpf.ProgramID) (ProgramRef, error) {
 
 // ours is nsrun's program on a cgroup with its rules map.
 type ours struct {
-	prog  *ebpf.Program
-	id    ebpf.ProgramID
-	outer *ebpf.Map
+	prog   *ebpf.Program
+	id     ebpf.ProgramID
+	outer  *ebpf.Map
+	mapErr error // why a map of the program could not be opened
 }
 
 func (o *ours) Close() {
@@ -138,11 +139,18 @@ func findOurs(c *cgroup) ([]*ours, error) {
 		for _, mid := range mapIDs {
 			m, err := ebpf.NewMapFromID(mid)
 			if err != nil {
+				if o.mapErr == nil {
+					o.mapErr = err
+				}
 				continue
 			}
-			if mi, err := m.Info(); err == nil && mi.Name == outerName && mi.Type == ebpf.ArrayOfMaps {
+			mi, err := m.Info()
+			if err == nil && mi.Name == outerName && mi.Type == ebpf.ArrayOfMaps {
 				o.outer = m
 				break
+			}
+			if err != nil && o.mapErr == nil {
+				o.mapErr = err
 			}
 			m.Close()
 		}
@@ -205,6 +213,10 @@ func readRules(m *ebpf.Map) (Table, error) {
 }
 
 func (o *ours) rules() (Table, error) {
+	if o.outer == nil && o.mapErr != nil {
+		// Out of fds, say: the map is there but could not be opened.
+		return nil, fmt.Errorf("program %d: open its maps: %w", o.id, o.mapErr)
+	}
 	if o.outer == nil {
 		return nil, fmt.Errorf("program %d has no %s map", o.id, outerName)
 	}

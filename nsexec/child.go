@@ -49,6 +49,12 @@ func ChildMain() {
 	if userns {
 		c.waitMaps(fd)
 	}
+	if join {
+		// Joined through nsenter: die with it until applySecurity sets
+		// this again for the command (nsrun exec kills nsenter on its
+		// way out, Pdeathsig).
+		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0)
+	}
 	unix.CloseOnExec(fd)
 	var spec Spec
 	if err := json.NewDecoder(c.sync).Decode(&spec); err != nil {
@@ -166,6 +172,9 @@ func (c *child) run() error {
 			return err
 		}
 	}
+	if err := c.openPty(); err != nil {
+		return err
+	}
 	path, err := lookPath(s)
 	if err != nil {
 		return err
@@ -198,6 +207,63 @@ func (c *child) execWorkload(path string) error {
 	_ = c.enc.Encode(message{Kind: "exec"})
 	err := unix.Exec(path, s.Argv, s.Env)
 	return childErr(stepExec, fmt.Errorf("%s: %w", s.Argv[0], err))
+}
+
+// openPty allocates the workload's terminal (Spec.Pty) from the devpts
+// this process sees now: the sandbox's own instance once its /dev is
+// mounted, so that the terminal has a name inside (tty prints /dev/pts/N).
+// The slave becomes fds 0, 1 and 2 (execWorkload or the init make it the
+// controlling terminal); the master goes to the parent over the sync
+// socket, which relays it. /dev/ptmx is opened non-blocking (a planted
+// FIFO cannot hold the child) and must be the pty multiplexer, c 5:2; the
+// slave is the master's own peer (TIOCGPTPEER), never looked up by name.
+func (c *child) openPty() error {
+	s := c.spec
+	if !s.Pty {
+		return nil
+	}
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return childErr("--pty: open /dev/ptmx", err)
+	}
+	defer unix.Close(m)
+	var st unix.Stat_t
+	if err := unix.Fstat(m, &st); err != nil {
+		return childErr("--pty: stat /dev/ptmx", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 5 || unix.Minor(st.Rdev) != 2 {
+		return &ChildError{Step: "--pty", Msg: "--pty: /dev/ptmx is not the pty multiplexer (c 5:2)"}
+	}
+	if err := unix.SetNonblock(m, false); err != nil {
+		return childErr("--pty: open /dev/ptmx", err)
+	}
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		return childErr("--pty: unlock the pty", err)
+	}
+	if ws := s.Winsize; ws != nil {
+		if err := unix.IoctlSetWinsize(m, unix.TIOCSWINSZ, &unix.Winsize{Row: ws.Rows, Col: ws.Cols}); err != nil {
+			return childErr("--pty: set the terminal size", err)
+		}
+	}
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		return childErr("--pty: open the pty's slave", errno)
+	}
+	for fd := 0; fd < 3; fd++ {
+		if err := unix.Dup3(int(sfd), fd, 0); err != nil {
+			unix.Close(int(sfd))
+			return childErr("--pty: make the pty stdin, stdout and stderr", err)
+		}
+	}
+	unix.Close(int(sfd))
+	msg, err := json.Marshal(message{Kind: "pty"})
+	if err != nil {
+		return childErr("--pty", err)
+	}
+	if err := sendFD(int(c.sync.Fd()), append(msg, '\n'), m); err != nil {
+		return childErr("--pty: send the pty to nsrun", err)
+	}
+	return nil
 }
 
 // chdirInside changes to dir and checks that the result lies inside the

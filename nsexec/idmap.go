@@ -3,6 +3,7 @@ package nsexec
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // IDMap is one line of a uid_map or gid_map: Count ids from Inside map to
@@ -247,13 +249,13 @@ func helperArgs(maps []IDMap) []string {
 // writeMaps writes the child's id maps: directly as root, or for an
 // unprivileged caller directly when it maps only its own id (setgroups
 // denied first, as the kernel demands since 3.19) and through newuidmap and
-// newgidmap otherwise.
-func (s *Spec) writeMaps(pid int) error {
+// newgidmap otherwise, which are killed at deadline.
+func (s *Spec) writeMaps(pid int, deadline time.Time) error {
 	uids, gids := s.maps()
 	proc := "/proc/" + strconv.Itoa(pid)
 	priv := s.CallerUID == 0
 	if !priv && needsHelper(gids, s.CallerGID) {
-		if err := runHelper("newgidmap", pid, gids); err != nil {
+		if err := runHelper("newgidmap", pid, gids, deadline); err != nil {
 			return err
 		}
 	} else {
@@ -267,7 +269,7 @@ func (s *Spec) writeMaps(pid int) error {
 		}
 	}
 	if !priv && needsHelper(uids, s.CallerUID) {
-		return runHelper("newuidmap", pid, uids)
+		return runHelper("newuidmap", pid, uids, deadline)
 	}
 	if err := os.WriteFile(proc+"/uid_map", []byte(formatMap(uids)), 0); err != nil {
 		return fmt.Errorf("write uid map: %w", err)
@@ -275,14 +277,19 @@ func (s *Spec) writeMaps(pid int) error {
 	return nil
 }
 
-func runHelper(name string, pid int, maps []IDMap) error {
+func runHelper(name string, pid int, maps []IDMap, deadline time.Time) error {
 	path, err := exec.LookPath(name)
 	if err != nil {
 		return fmt.Errorf("%s not found (install the uidmap package): %w", name, err)
 	}
-	cmd := exec.Command(path, append([]string{strconv.Itoa(pid)}, helperArgs(maps)...)...)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{strconv.Itoa(pid)}, helperArgs(maps)...)...)
 	cmd.Env = []string{}
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s %s: %w within the start timeout", name, strings.Join(cmd.Args[1:], " "), ErrStartTimeout)
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(cmd.Args[1:], " "), err, strings.TrimSpace(string(out)))
 	}

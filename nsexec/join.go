@@ -18,16 +18,23 @@ package nsexec
 //	                                   root and cwd of pid; fork
 //	                                     ──────────────────────────►  exec'd from an fd of
 //	                                                                  the nsrun binary;
-//	send Spec ────────────────────────────────────────────────────►  chdir, setsid, ids,
-//	                                                                  caps none, no_new_privs,
-//	                                                                  the default seccomp filter
+//	read the record of pid's parent
+//	  (restrict.go)
+//	send Spec ────────────────────────────────────────────────────►  chdir; with --pty a pty
+//	                                                                  from the sandbox's devpts
+//	{pty} + master fd ◄────────────────────────────────────────────  (as for a run);
+//	                                                                  setsid, the sandbox's ids
+//	                                                                  and caps, no_new_privs, its
+//	                                                                  seccomp program (or default)
 //	EOF or {error} ◄───────────────────────────────────────────────  execve(COMMAND)
 //
 // The joined process gets the sandbox's namespaces, root and cgroup, and
-// restrictions at least as strict as the default sandbox: no capabilities,
-// no_new_privs, the default seccomp filter (or the one in the spec). It never
-// reads files inside the sandbox with the caller's host privileges: nsenter
-// opens /proc/PID/ns/* of a process the caller identified by its cgroup.
+// restrictions no weaker than its workload's: the same capabilities, ids
+// and seccomp program, no_new_privs, and the default filter where the
+// workload has none. It never reads files inside the sandbox with the
+// caller's host privileges: nsenter opens /proc/PID/ns/* of a process the
+// caller identified by its cgroup, and the pty is opened by the joined
+// child, inside.
 
 import (
 	"bytes"
@@ -102,26 +109,27 @@ func rootMount(mountinfo []byte) (fstype, source string) {
 
 // Join prepares a command that runs spec's command inside the running
 // sandbox whose process is pid (its init, or its workload with NoInit). Only
-// Argv, Path, Env, Dir, UID, GID, Pty, PreserveFDs, Caps and Seccomp of spec
-// are used. The caller places Cmd in the sandbox's cgroup (UseCgroupFD) and
-// calls Start and Wait as for Prepare.
+// Argv, Path, Env, Dir, Pty, Winsize and PreserveFDs of spec are used: the
+// restrictions (capabilities, ids, seccomp program) are the sandbox's own,
+// read from the record its starter keeps (restrict.go), with the default
+// filter where the sandbox has none. The caller places Cmd in the sandbox's
+// cgroup (UseCgroupFD) and calls Start and Wait as for Prepare.
 func Join(pid int, spec *Spec) (*Launch, error) {
 	s := &Spec{
-		Argv: spec.Argv, Path: spec.Path, Env: spec.Env, Dir: spec.Dir, UID: spec.UID, GID: spec.GID,
-		Pty: spec.Pty, PreserveFDs: spec.PreserveFDs, Caps: spec.Caps, Seccomp: spec.Seccomp,
-		SeccompProgram: spec.SeccompProgram,
-	}
-	if s.Seccomp == "" {
-		s.Seccomp = SeccompDefault
+		Argv: spec.Argv, Path: spec.Path, Env: spec.Env, Dir: spec.Dir,
+		Pty: spec.Pty, Winsize: spec.Winsize, PreserveFDs: spec.PreserveFDs,
 	}
 	if s.Dir == "" {
 		s.Dir = "/"
 	}
-	if err := s.validateSecurity(); err != nil {
-		return nil, err
-	}
 	if len(s.Argv) == 0 {
 		return nil, fmt.Errorf("no command given")
+	}
+	if err := joinRestrictions(pid, s); err != nil {
+		return nil, err
+	}
+	if err := s.validateSecurity(); err != nil {
+		return nil, err
 	}
 	info, err := Inspect(pid)
 	if err != nil {
@@ -183,6 +191,9 @@ func Join(pid int, spec *Spec) (*Launch, error) {
 func (c *child) joined() error {
 	s := c.spec
 	if err := chdirInside(filepath.Clean(s.Dir)); err != nil {
+		return err
+	}
+	if err := c.openPty(); err != nil {
 		return err
 	}
 	path, err := lookPath(s)

@@ -22,6 +22,9 @@ package nsexec
 //	                                          mounts, masks, pivot_root
 //	                                          setsid, ids, caps, no_new_privs, seccomp
 //	           ◄──────────────────────────── {warn} ... (what could not be overlaid)
+//	           ◄──────────────────────────── with Spec.Pty: {pty} + the master fd
+//	                                          (SCM_RIGHTS; /dev/ptmx of the
+//	                                          sandbox, slave on 0, 1, 2)
 //	 (a) no init (no pid ns, or NoInit):
 //	           ◄──────────────────────────── {exec}; execve(workload)
 //	EOF (fd closed on exec) = running;        or, if execve failed:
@@ -34,7 +37,10 @@ package nsexec
 //	own wait status (killed from outside: 128+N).
 //
 // Any error before the workload runs comes back as {error} with the
-// step and errno; Start returns it as a *ChildError.
+// step and errno; Start returns it as a *ChildError. The parent reads with
+// recvmsg under a deadline (Launch.Timeout, sync.go): a child that never
+// answers is killed. The parent also keeps the sealed record of the
+// sandbox's restrictions for nsrun exec (restrict.go) until Wait returns.
 
 import (
 	"encoding/json"
@@ -45,6 +51,7 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,8 +83,15 @@ type Launch struct {
 	// when an init runs as PID 1 (0 otherwise).
 	InitPid int
 
-	spec *Spec
-	sync *os.File // parent end
+	// Timeout bounds Start (DefaultStartTimeout when zero).
+	Timeout time.Duration
+
+	spec   *Spec
+	sync   *syncConn // parent end
+	pty    *os.File  // the pty master the child sent (Spec.Pty)
+	record *os.File  // the sealed record of the restrictions (restrict.go)
+
+	startHook func(pid int) // tests: called right after the child is started
 
 	join      *os.File                  // Join: the nsrun binary, passed after the sync fd
 	childArgs func(syncFD int) []string // Join: nsenter's arguments
@@ -130,18 +144,34 @@ func (l *Launch) Spec() *Spec { return l.spec }
 
 // Start starts the child, writes its id maps, sends the spec and waits until
 // the workload runs or the child failed; a child failure is returned as a
-// *ChildError. Call it from a locked OS thread when Pdeathsig is set, and
-// keep that thread until Wait returns.
+// *ChildError. The whole exchange is bounded by Timeout: a child that does
+// not answer in time (stopped, stuck) is killed and Start returns an error
+// wrapping ErrStartTimeout. Call it from a locked OS thread when Pdeathsig
+// is set, and keep that thread until Wait returns.
 func (l *Launch) Start() (retErr error) {
 	if l.spec.PreserveFDs != len(l.Cmd.ExtraFiles) {
 		return fmt.Errorf("start sandbox: spec preserves %d fds but %d were given", l.spec.PreserveFDs, len(l.Cmd.ExtraFiles))
 	}
+	if l.join == nil {
+		// What nsrun exec must reproduce, kept by this process for as
+		// long as the sandbox runs (restrict.go).
+		rec, err := recordRestrictions(l.spec)
+		if err != nil {
+			return fmt.Errorf("start sandbox: %w", err)
+		}
+		l.record = rec
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		l.closeRecord()
 		return fmt.Errorf("start sandbox: socketpair: %w", err)
 	}
-	l.sync = os.NewFile(uintptr(fds[0]), "nsrun-sync")
 	child := os.NewFile(uintptr(fds[1]), "nsrun-sync-child")
+	if l.sync, err = newSyncConn(fds[0]); err != nil {
+		child.Close()
+		l.closeRecord()
+		return fmt.Errorf("start sandbox: sync socket: %w", err)
+	}
 	syncFD := 3 + len(l.Cmd.ExtraFiles)
 	n := len(l.Cmd.ExtraFiles)
 	l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, child)
@@ -164,6 +194,7 @@ func (l *Launch) Start() (retErr error) {
 	l.Cmd.ExtraFiles = l.Cmd.ExtraFiles[:n]
 	if err != nil {
 		l.sync.Close()
+		l.closeRecord()
 		return fmt.Errorf("start sandbox: %w", err)
 	}
 	defer func() {
@@ -171,18 +202,32 @@ func (l *Launch) Start() (retErr error) {
 			_ = l.Cmd.Process.Kill()
 			_ = l.Cmd.Wait()
 			l.sync.Close()
+			l.closeRecord()
+			if l.pty != nil {
+				l.pty.Close()
+				l.pty = nil
+			}
 		}
 	}()
+	if l.startHook != nil {
+		l.startHook(l.Cmd.Process.Pid)
+	}
+	timeout := l.Timeout
+	if timeout <= 0 {
+		timeout = DefaultStartTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	l.sync.setDeadline(deadline)
 	if mapping {
-		if err := l.spec.writeMaps(l.Cmd.Process.Pid); err != nil {
+		if err := l.spec.writeMaps(l.Cmd.Process.Pid, deadline); err != nil {
 			return fmt.Errorf("start sandbox: %w", err)
 		}
 		if _, err := l.sync.Write([]byte{mapsWritten}); err != nil {
-			return fmt.Errorf("start sandbox: %w", l.childGone(err))
+			return l.broken("write the id maps", err, timeout)
 		}
 	}
 	if err := json.NewEncoder(l.sync).Encode(l.spec); err != nil {
-		return fmt.Errorf("start sandbox: send spec: %w", l.childGone(err))
+		return l.broken("send the spec", err, timeout)
 	}
 	l.dec = json.NewDecoder(l.sync)
 	execing := false
@@ -190,20 +235,36 @@ func (l *Launch) Start() (retErr error) {
 		var m message
 		err := l.dec.Decode(&m)
 		if errors.Is(err, io.EOF) && execing {
+			if l.spec.Pty && l.pty == nil {
+				return fmt.Errorf("start sandbox: the child sent no pty master")
+			}
 			l.sync.Close()
 			close(l.final)
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("start sandbox: %w", l.childGone(err))
+			return l.broken("wait for the workload to start", err, timeout)
 		}
 		switch m.Kind {
 		case "warn":
 			l.Warnings = append(l.Warnings, m.Text)
+		case "pty":
+			fd := l.sync.takeFD()
+			if fd < 0 || l.pty != nil {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+				return fmt.Errorf("start sandbox: the child sent no pty master, or two")
+			}
+			l.pty = os.NewFile(uintptr(fd), "pty master")
 		case "exec":
 			execing = true
 		case "started":
+			if l.spec.Pty && l.pty == nil {
+				return fmt.Errorf("start sandbox: the child sent no pty master")
+			}
 			l.InitPid = m.Pid
+			l.sync.setDeadline(time.Time{})
 			go l.readFinal()
 			return nil
 		case "error":
@@ -217,6 +278,25 @@ func (l *Launch) Start() (retErr error) {
 	}
 }
 
+// Pty hands over the master of the pty the child allocated in the
+// sandbox's own devpts (Spec.Pty); nil without one. Valid after Start; the
+// caller owns (and closes) it.
+func (l *Launch) Pty() *os.File {
+	f := l.pty
+	l.pty = nil
+	return f
+}
+
+// broken turns a failed exchange into an error: a passed deadline into
+// ErrStartTimeout (the child is killed by Start's cleanup), anything else
+// into the child's exit status.
+func (l *Launch) broken(step string, err error, timeout time.Duration) error {
+	if isTimeout(err) {
+		return fmt.Errorf("start sandbox: %s: %w within %v (stopped or stuck); killed it", step, ErrStartTimeout, timeout)
+	}
+	return fmt.Errorf("start sandbox: %s: %w", step, l.childGone(err))
+}
+
 // childGone turns a broken sync socket into the child's exit status.
 func (l *Launch) childGone(err error) error {
 	_ = l.Cmd.Process.Kill()
@@ -224,6 +304,13 @@ func (l *Launch) childGone(err error) error {
 		return fmt.Errorf("sandbox child died before the workload ran (%v)", werr)
 	}
 	return fmt.Errorf("sandbox child ended before the workload ran (%v)", err)
+}
+
+func (l *Launch) closeRecord() {
+	if l.record != nil {
+		l.record.Close()
+		l.record = nil
+	}
 }
 
 // readFinal waits for the init's {exit} message.
@@ -242,6 +329,7 @@ func (l *Launch) readFinal() {
 // outside it is the init's death.
 func (l *Launch) Wait() (status int, signaled bool, sig syscall.Signal, err error) {
 	werr := l.Cmd.Wait()
+	l.closeRecord()
 	var m *message
 	for x := range l.final {
 		m = x

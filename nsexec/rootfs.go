@@ -201,13 +201,13 @@ func (r *rootfs) overlayRoot() (int, error) {
 	// Assemble per directory: in a user namespace (locked mounts below /),
 	// or with an upper inside "/" (the kernel refuses overlapping layers).
 	if len(o.Lowers) != 1 || o.Lowers[0] != "/" {
-		return -1, childErr("--overlay-root", fmt.Errorf("%w%s", err, overlayHint(r.spec)))
+		return -1, childErr("--overlay-root", fmt.Errorf("%w%s", err, overlayHint(r.spec, err)))
 	}
 	return r.assembleRoot(lowers[0], upper, work)
 }
 
-func overlayHint(s *Spec) string {
-	if s.Namespaces.Has(NSUser) {
+func overlayHint(s *Spec, err error) string {
+	if s.Namespaces.Has(NSUser) && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
 		return " (an overlay in a user namespace needs Linux 5.11 and lower directories without locked submounts)"
 	}
 	return ""
@@ -275,11 +275,32 @@ func (r *rootfs) overlay(lowers []string, upper, work string) (int, error) {
 		// key and the unknown one fails only at create; so any EINVAL is
 		// retried the old way, which fails again when it was not the key.
 		if err == nil || !errors.Is(err, unix.EINVAL) {
-			return mfd, err
+			return checkWritable(mfd, err, work)
 		}
 		r.legacyLowerdir = true
 	}
-	return newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, append([]fsOpt{{"lowerdir", lowerdirList(lowers)}}, tail...)...)
+	mfd, err := newFS("overlay", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, append([]fsOpt{{"lowerdir", lowerdirList(lowers)}}, tail...)...)
+	return checkWritable(mfd, err, work)
+}
+
+// checkWritable refuses an overlay that came up read-only: overlayfs does
+// that, with only a kernel log line, when it cannot make its work directory
+// (a full upper filesystem, say), and the writable root asked for would
+// silently not be.
+func checkWritable(mfd int, err error, work string) (int, error) {
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(mfd, &st); err != nil {
+		unix.Close(mfd)
+		return -1, err
+	}
+	if st.Flags&unix.ST_RDONLY != 0 {
+		unix.Close(mfd)
+		return -1, fmt.Errorf("the overlay came up read-only: overlayfs could not set up its work directory in %s (not writable by the sandbox's root, full, or not on the upper's filesystem; the kernel log says which)", work)
+	}
+	return mfd, nil
 }
 
 // lowerdirList joins layers for overlay's "lowerdir" option, escaping the

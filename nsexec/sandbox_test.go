@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -115,6 +116,16 @@ func driver(specJSON string) int {
 		defer f.Close()
 		l.Cmd.SysProcAttr.UseCgroupFD, l.Cmd.SysProcAttr.CgroupFD = true, int(f.Fd())
 	}
+	if d := os.Getenv("NSEXEC_TEST_TIMEOUT"); d != "" {
+		l.Timeout, _ = time.ParseDuration(d)
+	}
+	if os.Getenv("NSEXEC_TEST_STOP_CHILD") != "" {
+		// A child that never answers (F12): stopped right after it starts.
+		nsexec.SetStartHook(l, func(pid int) {
+			fmt.Fprintf(os.Stderr, "driver: stopping child pid %d\n", pid)
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		})
+	}
 	if os.Getenv("NSEXEC_TEST_LEAK") != "" {
 		// A caller that leaks an fd without close-on-exec (A03).
 		fd, _ := syscall.Open("/", syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
@@ -149,6 +160,21 @@ func driver(specJSON string) int {
 		return 125
 	}
 	fmt.Fprintf(os.Stderr, "driver: child pid %d\n", l.Cmd.Process.Pid)
+	relayed := make(chan struct{})
+	if m := l.Pty(); m != nil {
+		if in := os.Getenv("NSEXEC_TEST_PTY_INPUT"); in != "" {
+			_, _ = m.WriteString(in)
+		}
+		// The terminal's output, as nsrun relays it (ends with EIO once
+		// no process holds the slave).
+		go func() {
+			_, _ = io.Copy(os.Stdout, m)
+			m.Close()
+			close(relayed)
+		}()
+	} else {
+		close(relayed)
+	}
 	for _, w := range l.Warnings {
 		fmt.Fprintf(os.Stderr, "driver: warning: %s\n", w)
 	}
@@ -157,6 +183,7 @@ func driver(specJSON string) int {
 		case s := <-sigs:
 			_ = l.Cmd.Process.Signal(s)
 		case r := <-done:
+			<-relayed
 			if r.err != nil {
 				fmt.Fprintf(os.Stderr, "driver: wait: %v\n", r.err)
 				return 125

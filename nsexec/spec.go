@@ -173,6 +173,11 @@ func (s *Spec) cloneFlags() uintptr {
 	return f
 }
 
+// Winsize is a terminal size.
+type Winsize struct {
+	Rows, Cols uint16
+}
+
 // Seccomp selects the seccomp filter.
 type Seccomp string
 
@@ -192,7 +197,8 @@ type Spec struct {
 	Env         []string // the final environment
 	Dir         string   // working directory inside; empty: "/" with a new root, else unchanged
 	UID, GID    *uint32  // ids inside to switch to (--uid, --gid)
-	Pty         bool     // fd 0 is a pty slave: make it the controlling tty
+	Pty         bool     // a pty from the sandbox's devpts: its slave is 0, 1, 2 and the controlling tty, its master goes to the parent (Launch.Pty)
+	Winsize     *Winsize // the pty's size at start (nil: the kernel's default)
 	PreserveFDs int      // fds 3..3+N-1 pass through
 	Devices     []DeviceNode
 

@@ -101,26 +101,40 @@ func enterUnit(ctx context.Context, m units.Manager, unit string) (dir string, i
 	return dir, inside, nil
 }
 
-// sandboxInit is the sandbox child in the cgroup dir: the topmost
-// process there whose mount, pid or user namespace differs from nsrun's
-// (with payload/ and supervisor/ leaves it is the only top process of
-// payload/; without them the supervising nsrun shares the cgroup).
+// sandboxInit is the sandbox child in the cgroup dir: the oldest process
+// there whose mount, pid and user namespaces all differ from nsrun's and
+// whose parent is outside dir (with payload/ and supervisor/ leaves, its
+// parent is the supervising nsrun; a command joined earlier has nsenter,
+// in payload/, as its parent). Without the leaves the supervising nsrun
+// shares the cgroup: then the oldest whose parent is not sandboxed.
 func sandboxInit(dir string) (int, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return 0, err
 	}
-	sandboxed := map[int]bool{}
+	in, sandboxed := map[int]bool{}, map[int]bool{}
 	var pids []int
 	for _, f := range strings.Fields(string(data)) {
-		if pid, err := strconv.Atoi(f); err == nil && ownNamespaces(pid) == 0 {
-			sandboxed[pid] = true
-			pids = append(pids, pid)
+		if pid, err := strconv.Atoi(f); err == nil {
+			in[pid] = true
+			if ownNamespaces(pid) == 0 {
+				sandboxed[pid] = true
+				pids = append(pids, pid)
+			}
 		}
 	}
-	for _, pid := range pids {
-		if !sandboxed[parentOf(pid)] {
-			return pid, nil
+	for _, outside := range []map[int]bool{in, sandboxed} {
+		best, bestStart := 0, uint64(0)
+		for _, pid := range pids {
+			if outside[parentOf(pid)] {
+				continue
+			}
+			if start, ok := startTime(pid); ok && (best == 0 || start < bestStart) {
+				best, bestStart = pid, start
+			}
+		}
+		if best != 0 {
+			return best, nil
 		}
 	}
 	return 0, fmt.Errorf("no sandboxed process in %s (was the unit started with namespace options?)", dir)
@@ -174,6 +188,9 @@ func inCgroup(pid int, dir string) error {
 }
 
 func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []string, pty bool) error {
+	if err := checkTaskHeadroom(true); err != nil {
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
 	dir, inside, err := enterUnit(ctx, m, unit)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
@@ -195,78 +212,43 @@ func execInSandbox(ctx context.Context, m units.Manager, unit string, argv []str
 		return &exitError{code: exitNsrunFailed, err: err}
 	}
 	defer cgfd.Close()
-	l, err := nsexec.Join(pid, &nsexec.Spec{Argv: argv, Env: nsexec.CleanEnv(os.Environ(), nil), Pty: pty})
+	spec := &nsexec.Spec{Argv: argv, Env: nsexec.CleanEnv(os.Environ(), nil), Pty: pty}
+	if pty {
+		// As "nsrun run --pty": the joined child allocates the terminal
+		// in the sandbox's own devpts and sends its master back.
+		spec.Winsize = termSize()
+	}
+	l, err := nsexec.Join(pid, spec)
 	if err != nil {
 		return &exitError{code: exitNsrunFailed, err: err}
 	}
 	l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	var relay *ptyRelay
-	if pty {
-		// As "nsrun run --pty": the command's stdio is the slave, which
-		// the joined child makes its controlling terminal (Spec.Pty).
-		if relay, err = sandboxPtyRelay(pid); err != nil {
-			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("--pty: open a pseudo-terminal: %w", err)}
-		}
-		l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = relay.slave, relay.slave, relay.slave
-	}
 	if !inside {
 		l.Cmd.SysProcAttr.UseCgroupFD, l.Cmd.SysProcAttr.CgroupFD = true, int(cgfd.Fd())
 	}
 	l.Cmd.SysProcAttr.Pdeathsig = unix.SIGKILL
-	return superviseLaunch(l, pidfd, relay)
-}
-
-// sandboxPtyRelay opens the pty in the sandbox's own devpts (the one its
-// /dev/pts shows, so the command's tty has a name there), reached through
-// the sandbox process pid's root. The path is resolved inside that root
-// (a link in the sandbox cannot lead out of it) and must be a ptmx node.
-// A sandbox without a /dev/pts/ptmx of its own gets one of nsrun's.
-func sandboxPtyRelay(pid int) (*ptyRelay, error) {
-	root, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(root)
-	fd, err := unix.Openat2(root, "dev/pts/ptmx", &unix.OpenHow{
-		Flags:   unix.O_RDWR | unix.O_NOCTTY | unix.O_NONBLOCK | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if errors.Is(err, unix.ENOENT) {
-		return newPtyRelay()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open the sandbox's /dev/pts/ptmx: %w", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 5 || unix.Minor(st.Rdev) != 2 {
-		unix.Close(fd)
-		return nil, fmt.Errorf("the sandbox's /dev/pts/ptmx is not the pty multiplexer (c 5:2)")
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return ptyRelayOn(fd)
+	return superviseLaunch(l, pidfd, pty)
 }
 
 // superviseLaunch starts l from a locked thread, forwards signals (with a
-// pty relay: passes window-size changes on) and returns the status as
-// nsrun's exit.
-func superviseLaunch(l *nsexec.Launch, pidfd int, relay *ptyRelay) error {
+// pty: relays it and passes window-size changes on) and returns the status
+// as nsrun's exit.
+func superviseLaunch(l *nsexec.Launch, pidfd int, pty bool) error {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, forwarded(true)...)
-	if relay != nil {
+	if pty {
 		signal.Notify(sigs, unix.SIGWINCH)
 	}
 	defer signal.Stop(sigs)
-	if relay != nil {
+	var relay *ptyRelay
+	defer func() {
 		// On every way out: the master closed, nsrun's terminal back from
 		// raw mode (both are no-ops after finish).
-		defer func() {
+		if relay != nil {
 			relay.restore()
 			relay.master.Close()
-		}()
-	}
+		}
+	}()
 	type result struct {
 		status int
 		err    error
@@ -284,9 +266,6 @@ func superviseLaunch(l *nsexec.Launch, pidfd int, relay *ptyRelay) error {
 		done <- result{st, err}
 	}()
 	if err := <-started; err != nil {
-		if relay != nil {
-			relay.slave.Close()
-		}
 		code := exitNsrunFailed
 		switch {
 		case errors.Is(err, nsexec.ErrCommandNotFound):
@@ -296,7 +275,11 @@ func superviseLaunch(l *nsexec.Launch, pidfd int, relay *ptyRelay) error {
 		}
 		return &exitError{code: code, err: err}
 	}
-	if relay != nil {
+	if pty {
+		if relay = sandboxRelay(l); relay == nil {
+			_ = l.Cmd.Process.Kill()
+			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("--pty: the sandbox sent no terminal")}
+		}
 		relay.start()
 	}
 	if pidfd >= 0 {

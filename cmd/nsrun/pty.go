@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/nsrun/nsrun/nsexec"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
@@ -51,6 +52,32 @@ func ptyRelayOn(fd int) (*ptyRelay, error) {
 	return r, nil
 }
 
+// relayMaster makes the relay of a pty master the sandbox child allocated
+// in the sandbox's own devpts (nsexec Spec.Pty): nsrun holds no slave.
+func relayMaster(master *os.File) *ptyRelay {
+	return &ptyRelay{master: master, restore: func() {}, outDone: make(chan struct{})}
+}
+
+// sandboxRelay is the relay of the pty a started sandbox child sent back
+// (nil without one).
+func sandboxRelay(l *nsexec.Launch) *ptyRelay {
+	if m := l.Pty(); m != nil {
+		return relayMaster(m)
+	}
+	return nil
+}
+
+// termSize is the size of nsrun's terminal (nil when none of its stdio is
+// one), for a pty the sandbox child allocates.
+func termSize() *nsexec.Winsize {
+	for _, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
+			return &nsexec.Winsize{Rows: ws.Row, Cols: ws.Col}
+		}
+	}
+	return nil
+}
+
 // resize copies nsrun's terminal size to the workload's.
 func (r *ptyRelay) resize() {
 	for _, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
@@ -65,7 +92,9 @@ func (r *ptyRelay) resize() {
 // start copies between nsrun's stdio and the master. Call it after the
 // workload started (it holds the slave now; nsrun's copy is closed).
 func (r *ptyRelay) start() {
-	r.slave.Close()
+	if r.slave != nil {
+		r.slave.Close()
+	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		if st, err := term.MakeRaw(int(os.Stdin.Fd())); err == nil {
 			var once sync.Once

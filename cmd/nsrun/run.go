@@ -236,6 +236,9 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 		return err
 	}
 	p.proc.extraFiles = takePreserved(p.proc.preserveFDs)
+	if err := checkTaskHeadroom(p.spec != nil); err != nil {
+		return &exitError{code: exitNsrunFailed, err: err}
+	}
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
@@ -377,7 +380,7 @@ func forwarded(ownSession bool) []os.Signal {
 // signals, and returns its status once it ended and nothing of it is left.
 func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 	var relay *ptyRelay
-	if p.proc.pty {
+	if p.proc.pty && p.spec == nil { // a sandbox child opens its own (nsexec Spec.Pty)
 		var err error
 		if relay, err = newPtyRelay(); err != nil {
 			pl.abandon()
@@ -388,7 +391,7 @@ func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 	// A sandboxed workload has a session of its own (nsexec), as has one
 	// on its own pty.
 	signal.Notify(sigs, forwarded(relay != nil || p.spec != nil)...)
-	if relay != nil {
+	if p.proc.pty {
 		signal.Notify(sigs, syscall.SIGWINCH)
 	}
 	defer signal.Stop(sigs)
@@ -462,6 +465,9 @@ func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 		if p.path != "" {
 			spec.Path = p.path
 		}
+		if spec.Pty {
+			spec.Winsize = termSize()
+		}
 		if launch, err = nsexec.Prepare(&spec); err != nil {
 			w.done()
 			pl.abandon()
@@ -509,6 +515,9 @@ func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 			}
 		}
 		return &exitError{code: code, err: fmt.Errorf("start %s: %w", p.argv[0], err)}
+	}
+	if launch != nil && p.proc.pty {
+		relay = sandboxRelay(launch)
 	}
 	if relay != nil {
 		relay.start()

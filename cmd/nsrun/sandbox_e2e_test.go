@@ -7,12 +7,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nsrun/nsrun/internal/box"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 func bothManagers(t *testing.T, f func(t *testing.T, u *box.User)) {
@@ -238,6 +243,144 @@ func TestExecPty(t *testing.T) {
 		}
 		if strings.HasPrefix(out.String(), "/dev/pts/") {
 			t.Errorf("nsrun exec without --pty has a terminal: %q", out.String())
+		}
+	})
+}
+
+// TestRunSandboxPty: "nsrun run --sandbox --pty" gives the workload a
+// terminal of the sandbox's own devpts (tty names it inside), with the size
+// of nsrun's terminal; driven through a real terminal by script(1).
+func TestRunSandboxPty(t *testing.T) {
+	bothManagers(t, func(t *testing.T, u *box.User) {
+		var out, errb bytes.Buffer
+		cmd := nsrun(context.Background(), u, "-q", "--sandbox", "--pty", "--", "sh", "-c", "tty; test -t 0 && test -t 1 && echo all-tty; ls -1 /dev/pts")
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("nsrun --sandbox --pty: %v: %s%s", err, out.String(), errb.String())
+		}
+		if got := strings.ReplaceAll(out.String(), "\r\n", "\n"); got != "/dev/pts/0\nall-tty\n0\nptmx\n" {
+			t.Errorf("nsrun --sandbox --pty printed %q, want the sandbox's /dev/pts/0", got)
+		}
+		// On a real terminal of the given size (script(1) runs the shell on
+		// a pty; nsrun puts it in raw mode and relays).
+		inner := nsrunBin + " -q --sandbox --pty -- sh -c 'tty; stty size; exit 3'"
+		out.Reset()
+		errb.Reset()
+		cmd = boxCommand(u, "script", "-qec", "stty rows 27 cols 91; "+inner+"; echo nsrun-exit=$?", "/dev/null")
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("script: %v: %s%s", err, out.String(), errb.String())
+		}
+		got := strings.ReplaceAll(out.String(), "\r\n", "\n")
+		if !strings.Contains(got, "/dev/pts/0\n27 91\n") || !strings.Contains(got, "nsrun-exit=3") {
+			t.Errorf("under script(1): %q, want /dev/pts/0, 27 91 and exit 3", got)
+		}
+	})
+}
+
+// boxCommand prepares a command in the box, as root or as u.
+func boxCommand(u *box.User, name string, args ...string) *exec.Cmd {
+	if u != nil {
+		return testBox.CommandAs(context.Background(), *u, name, args...)
+	}
+	return testBox.Command(context.Background(), name, args...)
+}
+
+// mkdirFilter is a compiled seccomp program that refuses mkdir and
+// mkdirat with EPERM and allows everything else.
+func mkdirFilter(t *testing.T) string {
+	t.Helper()
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 0, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_MKDIR, SkipTrue: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_MKDIRAT, SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw []byte
+	for _, r := range prog {
+		raw = binary.NativeEndian.AppendUint16(raw, r.Op)
+		raw = append(raw, r.Jt, r.Jf)
+		raw = binary.NativeEndian.AppendUint32(raw, r.K)
+	}
+	path := filepath.Join(filepath.Dir(nsrunBin), "mkdir-filter.bpf")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestExecKeepsRestrictions: the command "nsrun exec" joins is never less
+// restricted than the workload: the same capabilities, no_new_privs and
+// seccomp program (a --seccomp=FILE one included), and the default filter
+// where the workload runs without one. Compared field by field from
+// /proc/PID/status, and by a system call only the FILE program refuses.
+func TestExecKeepsRestrictions(t *testing.T) {
+	bothManagers(t, func(t *testing.T, u *box.User) {
+		filter := mkdirFilter(t)
+		const status = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status; mkdir /tmp/d$$ 2>/dev/null && echo mkdir-ok || echo mkdir-refused`
+		for _, tc := range []struct {
+			name  string
+			flags []string
+			fix   func(workload string) string // workload's status -> the joined one's
+		}{
+			{"seccomp-file-cap-add", []string{"--seccomp=" + filter, "--cap-add=net_admin", "--cap-add=net_raw"}, nil},
+			{"no-init", []string{"--seccomp=" + filter, "--no-init"}, nil},
+			{"seccomp-none", []string{"--seccomp=none"}, func(w string) string {
+				return strings.NewReplacer("Seccomp:\t0", "Seccomp:\t2", "Seccomp_filters:\t0", "Seccomp_filters:\t1").Replace(w)
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				unit := uniqueName(t, "e2e-exec-restr")
+				args := append([]string{"-q", "--unit=" + unit, "--sandbox"}, tc.flags...)
+				cmd := nsrun(context.Background(), u, append(args, "--", "sh", "-c", status+"; echo ready; exec sleep 60")...)
+				stdout, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var errb bytes.Buffer
+				cmd.Stderr = &errb
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					// KILL: with --no-init the workload is PID 1 and ignores TERM.
+					if _, errs, code := lcRun(t, u, "kill", "--signal=KILL", unit); code != 0 {
+						t.Errorf("nsrun kill %s: exit %d: %s", unit, code, errs)
+					}
+					_ = cmd.Wait()
+					waitUnitGone(t, u, unit+".scope")
+				}()
+				var first strings.Builder
+				buf := make([]byte, 512)
+				for !strings.Contains(first.String(), "ready\n") {
+					n, err := stdout.Read(buf)
+					first.Write(buf[:n])
+					if err != nil {
+						t.Fatalf("workload did not start: %v (%q) %s", err, first.String(), errb.String())
+					}
+				}
+				workload := strings.TrimSuffix(first.String(), "ready\n")
+				if strings.Contains(tc.name, "file") && !strings.Contains(workload, "mkdir-refused") {
+					t.Fatalf("the workload is not under the FILE program:\n%s", workload)
+				}
+				want := workload
+				if tc.fix != nil {
+					want = tc.fix(workload)
+				}
+				var out, eb bytes.Buffer
+				ex := nsrun(context.Background(), u, "exec", unit, "--", "sh", "-c", status)
+				ex.Stdout, ex.Stderr = &out, &eb
+				if err := ex.Run(); err != nil {
+					t.Fatalf("nsrun exec: %v: %s", err, eb.String())
+				}
+				if out.String() != want {
+					t.Errorf("nsrun exec:\n%s\nwant (the workload's, or stricter):\n%s", out.String(), want)
+				}
+			})
 		}
 	})
 }
