@@ -181,10 +181,12 @@ func TestFaultInjectedSyscalls(t *testing.T) {
 		{"fsopen", []string{"-e", "inject=fsopen:error=ENOMEM"}, nil, false, "fsopen tmpfs: cannot allocate memory"},
 		{"fsmount", []string{"-e", "inject=fsmount:error=EPERM"}, nil, false, "fsmount tmpfs: operation not permitted"},
 		{"open_tree", []string{"-e", "inject=open_tree:error=EACCES"}, nil, false, "clone mount tree"},
-		{"move_mount", []string{"-e", "inject=move_mount:error=EPERM"}, nil, false, "attach the new root: operation not permitted"},
+		{"move_mount", []string{"-e", "inject=move_mount:error=EPERM"}, nil, false, "tmpfs for the overlay upper: operation not permitted"},
+		{"move_mount root", []string{"-e", "inject=move_mount:error=EPERM:when=2"}, nil, false, "attach the new root: operation not permitted"},
 		{"mount_setattr", []string{"-e", "inject=mount_setattr:error=EINVAL"}, nil, false, "set mount attributes: invalid argument"},
 		{"pivot_root", []string{"-e", "inject=pivot_root:error=EPERM"}, nil, false, "pivot_root: operation not permitted"},
-		{"unshare", []string{"-e", "inject=unshare:error=ENOSPC"}, nil, false, "unshare time namespace: no space left on device"},
+		{"unshare", []string{"-e", "inject=unshare:error=ENOSPC"}, nil, false, "unshare cgroup namespace: no space left on device"},
+		{"unshare time", []string{"-e", "inject=unshare:error=ENOSPC"}, []string{"--time-offset=monotonic:10"}, false, "unshare time namespace: no space left on device"},
 		// clone3 refused as old kernels and seccomp profiles do (the C
 		// library falls back to clone for threads; Go's clone3 into the
 		// payload cgroup has no fallback).
