@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/nsrun/nsrun/internal/cgv2"
+	"github.com/nsrun/nsrun/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,6 +37,31 @@ func checkTaskHeadroom(sandboxed bool) error {
 	}
 	if free, limit, ok := nprocFree(); ok && free < taskHeadroom {
 		return fmt.Errorf("only %d more tasks may start under RLIMIT_NPROC (ulimit -u %d for uid %d); nsrun needs about %d for its own processes and threads: raise the limit", max(free, 0), limit, os.Getuid(), taskHeadroom)
+	}
+	return nil
+}
+
+// checkScopeTasksMax refuses a TasksMax for a new scope that leaves nsrun
+// no room: the scope holds nsrun's supervisor and watcher as well as the
+// workload, and their threads count (measured on a full cgroup v2 guest:
+// about 12 tasks). In place the limit goes to payload/ only, so this is for
+// the scope path, and only where the pids controller exists (elsewhere
+// the limit is refused or, with --allow-degraded, not in force).
+func checkScopeTasksMax(mount string, props []units.Property, sandboxed bool) error {
+	if ctrl, err := os.ReadFile(filepath.Join(mount, "cgroup.controllers")); err != nil || !slices.Contains(strings.Fields(string(ctrl)), "pids") {
+		return nil
+	}
+	need := taskHeadroomPlain
+	if sandboxed {
+		need = taskHeadroomSandbox
+	}
+	for _, p := range props {
+		if p.Name != "TasksMax" {
+			continue
+		}
+		if n, ok := p.Value.Value().(uint64); ok && n < uint64(need) {
+			return fmt.Errorf("TasksMax=%d is too small for the scope: it counts nsrun's own supervisor and watcher threads (about 12) as well as the workload, and nsrun needs about %d to start without crashing; ask for at least %d plus what the workload needs", n, need, need)
+		}
 	}
 	return nil
 }

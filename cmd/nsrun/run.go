@@ -322,6 +322,9 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 			return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("--scope=never: cannot run in place in %s: %s (run nsrun from a unit with Delegate=yes, or let it make a scope)", d.Dir, d.Why)}
 		}
 	}
+	if err := checkScopeTasksMax(mount, p.scope.Properties, p.spec != nil); err != nil {
+		return nil, &exitError{code: exitNsrunFailed, err: err}
+	}
 	conn, err := units.Dial(ctx, p.manager)
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}

@@ -370,8 +370,8 @@ func TestPropertiesAsSystemdShowsThem(t *testing.T) {
 	}{
 		{[]string{"--memory-max=64M", "--memory-high=48M", "--memory-low=1M", "--memory-min=512K", "--memory-swap-max=0"},
 			map[string]string{"MemoryMax": "67108864", "MemoryHigh": "50331648", "MemoryLow": "1048576", "MemoryMin": "524288", "MemorySwapMax": "0"}},
-		{[]string{"--cpu-quota=20", "--cpu-weight=50", "--allowed-cpus=0", "--tasks-max=10", "--io-weight=200", "--runtime-max=5min"},
-			map[string]string{"CPUQuotaPerSecUSec": "200ms", "CPUWeight": "50", "AllowedCPUs": "0", "TasksMax": "10", "IOWeight": "200", "RuntimeMaxUSec": "5min"}},
+		{[]string{"--cpu-quota=20", "--cpu-weight=50", "--allowed-cpus=0", "--tasks-max=64", "--io-weight=200", "--runtime-max=5min"},
+			map[string]string{"CPUQuotaPerSecUSec": "200ms", "CPUWeight": "50", "AllowedCPUs": "0", "TasksMax": "64", "IOWeight": "200", "RuntimeMaxUSec": "5min"}},
 		{[]string{"--cpu-quota=150%", "--io-read-bandwidth-max=/dev/null 1M", "--io-write-bandwidth-max=/dev/null 2K"},
 			map[string]string{"CPUQuotaPerSecUSec": "1.500000s", "IOReadBandwidthMax": "/dev/null 1000000", "IOWriteBandwidthMax": "/dev/null 2000"}},
 		{[]string{"-p", "MemoryMax=infinity", "-p", "TasksMax=infinity", "-p", "CPUWeight=idle", "-p", "IODeviceWeight=/dev/null 300"},

@@ -341,3 +341,24 @@ func TestInPlaceLimits(t *testing.T) {
 	}
 	assertGone(t, root, "vm-inplace-oom.service")
 }
+
+// Threat F09 on a host with the pids controller: nsrun started in a cgroup
+// whose pids.max leaves it too few tasks refuses with one line naming the
+// limit, instead of a Go runtime crash halfway through; and a --tasks-max
+// too small for the scope's own nsrun processes is refused before any unit
+// exists.
+func TestTooFewTasksRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := run(exec.CommandContext(ctx, "systemd-run", "-q", "--scope", "--unit=vm-few-tasks", "-p", "TasksMax=10", "--",
+		nsrunBin(), "-q", "--", "/bin/true"))
+	t.Logf("nsrun under TasksMax=10: %s", r)
+	if r.code != 125 || !strings.Contains(r.stderr, "pids.max") || strings.Contains(r.stderr, "goroutine") {
+		t.Errorf("nsrun in a cgroup with pids.max 10: want exit 125 and one line naming pids.max: %s", r)
+	}
+	assertGone(t, root, "vm-few-tasks.scope")
+	r = nsrun(t, root, "vm-tasks-too-small", "--tasks-max=5", "--", "/bin/true")
+	if r.code != 125 || !strings.Contains(r.stderr, "TasksMax=5 is too small") {
+		t.Errorf("--tasks-max=5: want a refusal naming it: %s", r)
+	}
+}
