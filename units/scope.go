@@ -147,6 +147,14 @@ func (c *Conn) afterDisconnect(ctx context.Context, unit string) error {
 	}
 	for {
 		p, err := c.sd.GetUnitPropertiesContext(ctx, unit)
+		if err != nil && c.dropped(err) {
+			// The manager re-executed again (reexecs can come back to
+			// back): reconnect and ask again, within ctx.
+			if err := c.redialUntil(ctx, unit); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("start unit %s: after reconnecting: %w", unit, err)
 		}
