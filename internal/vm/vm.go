@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -181,6 +182,9 @@ func EnsureImage(ctx context.Context, log io.Writer) (Image, bool, error) {
 // (unshare --fork --mount-proc), so that the mounts debootstrap and the
 // kernel's scripts make inside the new root vanish with the namespace.
 func build(ctx context.Context, dir string, log io.Writer) error {
+	// debootstrap, mkfs.ext4 and chroot live in sbin, which a CI
+	// environment's PATH may leave out.
+	withSbin()
 	for _, tool := range []string{"debootstrap", "mkfs.ext4", "unshare"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("building the VM image needs %s (Debian: debootstrap, e2fsprogs, util-linux)", tool)
@@ -220,6 +224,18 @@ func build(ctx context.Context, dir string, log io.Writer) error {
 		}
 	}
 	return os.RemoveAll(recipeDir)
+}
+
+// withSbin adds the sbin directories to PATH where they are missing.
+func withSbin() {
+	path := os.Getenv("PATH")
+	have := filepath.SplitList(path)
+	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
+		if !slices.Contains(have, d) {
+			path += string(os.PathListSeparator) + d
+		}
+	}
+	os.Setenv("PATH", path)
 }
 
 func writeRecipe(dst string) error {

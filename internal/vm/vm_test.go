@@ -86,3 +86,11 @@ func TestQemuArgs(t *testing.T) {
 		t.Errorf("kvm not used: %s", args)
 	}
 }
+
+func TestWithSbin(t *testing.T) {
+	t.Setenv("PATH", "/usr/bin:/bin:/usr/sbin")
+	withSbin()
+	if got := os.Getenv("PATH"); got != "/usr/bin:/bin:/usr/sbin:/usr/local/sbin:/sbin" {
+		t.Errorf("PATH = %q", got)
+	}
+}
