@@ -31,8 +31,13 @@ BENCH_DEB_PACKAGES := bubblewrap strace
 
 all: build
 
+# nsrun is built without cgo: a static binary starts about 1.5 ms sooner
+# (no dynamic loader, no libc start-up), for nsrun itself and for the
+# sandbox child it re-executes; see bench/README.md. User and group names
+# then come from /etc/passwd and /etc/group (Go's own parser), not NSS.
+# -tags nodocs leaves the man page generator out (make man builds it in).
 build:
-	$(GO) build -o $(BIN)/nsrun ./cmd/nsrun
+	CGO_ENABLED=0 $(GO) build -tags nodocs -o $(BIN)/nsrun ./cmd/nsrun
 	$(GO) build -o $(BIN)/nsrun-box ./internal/box/cmd/nsrun-box
 
 # Install the Debian packages that are missing (needs root and apt-get).
@@ -85,9 +90,10 @@ box: deps build
 
 # Man pages come from the binary's own flag and profile-key definitions
 # (nsrun __gendocs), so they cannot drift from the code.
-man: build
+man:
+	$(GO) build -o $(BIN)/nsrun-gendocs ./cmd/nsrun
 	rm -rf $(BIN)/man
-	$(BIN)/nsrun __gendocs $(BIN)/man
+	$(BIN)/nsrun-gendocs __gendocs $(BIN)/man
 
 # Where a distribution puts things: units and drop-ins in $(PREFIX)/lib/systemd
 # (systemd searches /usr/lib and /usr/local/lib), vendor profiles in
