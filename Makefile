@@ -24,8 +24,9 @@ STATICCHECK_VERSION := v0.8.2
 # system bus, util-linux (unshare, nsenter, setpriv), passwd (useradd for the
 # box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps).
 DEB_PACKAGES := systemd dbus util-linux passwd uidmap
-# What make bench compares nsrun with (bwrap) and profiles it with (strace).
-BENCH_DEB_PACKAGES := bubblewrap strace
+# What make bench compares nsrun with (bwrap), profiles it with (strace) and
+# draws the scaling figures with (gnuplot).
+BENCH_DEB_PACKAGES := bubblewrap strace gnuplot-nox
 
 .PHONY: all build man test test-unit bench bench-deps deps lint demo install clean box
 
