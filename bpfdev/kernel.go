@@ -275,32 +275,66 @@ func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
 	return prog, outer, nil
 }
 
-// Attach puts p in force on the cgroup dir: it loads nsrun's device program
-// with p's rules and attaches it with BPF_F_ALLOW_MULTI (a legacy attach: it
-// lives as long as the cgroup, not as long as nsrun). A program of nsrun's
-// already there is replaced in place (BPF_F_REPLACE), so programs never pile
-// up. Afterwards it queries the cgroup (BPF_PROG_QUERY) and reads the rules
-// back; unless exactly the new program holds exactly p's rules, it detaches
-// what it attached and fails with ErrNotInForce.
-func Attach(dir string, p *Policy) (retErr error) {
+// Loaded is nsrun's device program loaded with a policy's rules, attached
+// nowhere yet. Loading is the slow half of Attach: filling the array of maps
+// waits for an RCU grace period in the kernel (BPF_MAP_UPDATE_ELEM on a
+// map-in-map synchronizes with running programs), which takes milliseconds.
+// It needs no cgroup, so a caller can load while it makes the cgroup, and
+// attach when it is there.
+type Loaded struct {
+	prog  *ebpf.Program
+	outer *ebpf.Map
+	want  Table
+}
+
+// Load loads nsrun's device program with p's rules (see Loaded).
+func Load(p *Policy) (*Loaded, error) {
 	if p == nil {
-		return fmt.Errorf("attach device program to %s: no policy", dir)
+		return nil, fmt.Errorf("load device program: no policy")
 	}
 	if p.Unprivileged {
-		return fmt.Errorf("attach device program to %s: an unprivileged policy is enforced by /dev, not a program", dir)
+		return nil, fmt.Errorf("load device program: an unprivileged policy is enforced by /dev, not a program")
 	}
+	want := NewTable(p.Rules)
+	prog, outer, err := load(want)
+	if err != nil {
+		return nil, err
+	}
+	return &Loaded{prog: prog, outer: outer, want: want}, nil
+}
+
+// Close releases the program and its maps; an attached program stays in
+// force on its cgroup (the kernel holds it).
+func (l *Loaded) Close() {
+	l.prog.Close()
+	l.outer.Close()
+}
+
+// Attach puts p in force on the cgroup dir: it loads nsrun's device program
+// with p's rules and attaches it (Load, then Loaded.Attach).
+func Attach(dir string, p *Policy) error {
+	l, err := Load(p)
+	if err != nil {
+		return fmt.Errorf("attach device program to %s: %w", dir, err)
+	}
+	defer l.Close()
+	return l.Attach(dir)
+}
+
+// Attach attaches the loaded program to the cgroup dir with
+// BPF_F_ALLOW_MULTI (a legacy attach: it lives as long as the cgroup, not as
+// long as nsrun). A program of nsrun's already there is replaced in place
+// (BPF_F_REPLACE), so programs never pile up. Afterwards it queries the
+// cgroup (BPF_PROG_QUERY) and reads the rules back; unless exactly the new
+// program holds exactly the policy's rules, it detaches what it attached
+// and fails with ErrNotInForce. A Loaded is attached once.
+func (l *Loaded) Attach(dir string) (retErr error) {
 	c, err := openCgroup(dir, true)
 	if err != nil {
 		return fmt.Errorf("attach device program to %s: %w", dir, err)
 	}
 	defer c.Close()
-	want := NewTable(p.Rules)
-	prog, outer, err := load(want)
-	if err != nil {
-		return fmt.Errorf("attach device program to %s: %w", dir, err)
-	}
-	defer outer.Close()
-	defer prog.Close()
+	prog := l.prog
 	old, err := findOurs(c)
 	if err != nil {
 		return fmt.Errorf("attach device program to %s: %w", dir, err)
@@ -336,7 +370,7 @@ func Attach(dir string, p *Policy) (retErr error) {
 			return fmt.Errorf("attach device program to %s: remove stray program %d: %w", dir, o.id, err)
 		}
 	}
-	return verify(c, id, want)
+	return verify(c, id, l.want)
 }
 
 // verify checks that program id is nsrun's only program on c, is in force

@@ -85,7 +85,18 @@ func Dial(ctx context.Context, m Manager) (*Conn, error) {
 		if a, ok := strings.CutPrefix(c, "bus:"); ok {
 			addr, bus = a, true
 		}
-		sd, err := sdbus.NewConnection(func() (*godbus.Conn, error) { return dialAuth(addr, bus) })
+		// go-systemd asks for two connections (calls; signals). One does
+		// both: godbus routes replies and signals apart, and each
+		// connection costs a socket and four authentication round trips.
+		var conn *godbus.Conn
+		sd, err := sdbus.NewConnection(func() (*godbus.Conn, error) {
+			if conn != nil {
+				return conn, nil
+			}
+			c, err := dialAuth(addr, bus)
+			conn = c
+			return c, err
+		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue

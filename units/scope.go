@@ -271,3 +271,19 @@ func (c *Conn) AttachProcesses(ctx context.Context, unit, subcgroup string, pids
 	}
 	return nil
 }
+
+// OwnScopeCgroup returns the calling process's cgroup, relative to the
+// cgroup v2 root as the caller sees it, when that cgroup is the scope's
+// own: StartScope with PIDs=[caller] moves the caller there before the job
+// ends. It returns "" when the caller sits elsewhere (then ControlGroup
+// asks the manager). Reading /proc/self/cgroup saves a round trip.
+func OwnScopeCgroup(scope string) (string, error) {
+	cg, err := cgv2.Self()
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasSuffix(cg, "/"+scope) {
+		return "", nil
+	}
+	return cg, nil
+}

@@ -1,3 +1,5 @@
+//go:build !nodocs
+
 package main
 
 // Man pages, generated from the same definitions as the flags so they

@@ -43,8 +43,6 @@ func main() {
 	// Hidden roles of the same binary, chosen before any CLI set-up.
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case watchArg:
-			os.Exit(watchMain())
 		case nsexec.ChildArg: // the re-executed sandbox child
 			nsexec.ChildMain()
 		}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -253,10 +252,13 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
 		return err
 	}
+	e := startEarly(p)
+	defer e.close()
 	pl, err := place(ctx, p)
 	if err != nil {
 		return err
 	}
+	pl.watch = startWatcherAsync(pl.tree)
 	problems, err = verify(pl, p, onHost)
 	if err != nil {
 		pl.abandon()
@@ -273,7 +275,7 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 			fmt.Fprintf(os.Stderr, "Running scope as unit: %s\n", p.scope.Name)
 		}
 	}
-	return supervise(p, pl, o.allowDegraded)
+	return supervise(p, pl, e, o.allowDegraded)
 }
 
 // placement is where the workload runs: the subtree nsrun owns below a new
@@ -283,12 +285,20 @@ type placement struct {
 	tree    *delegate.Tree
 	mount   string // the cgroup2 mount
 	manager units.Manager
+	watch   *pendingWatcher // started once the leaves exist
 }
 
-// abandon gives up a placement before any workload ran: the empty payload
-// leaf goes, and a scope (holding only nsrun) is stopped and collected by
-// systemd once nsrun exits.
-func (pl *placement) abandon() { _ = pl.tree.RemoveLeaves() }
+// abandon gives up a placement before any workload ran: the watcher is
+// released, the empty payload leaf goes, and a scope (holding only nsrun)
+// is stopped and collected by systemd once nsrun exits.
+func (pl *placement) abandon() {
+	if pl.watch != nil {
+		if w, err := pl.watch.wait(); err == nil {
+			w.done()
+		}
+	}
+	_ = pl.tree.RemoveLeaves()
+}
 
 // place decides between in-place and a new scope (--scope), and sets up the
 // leaves.
@@ -337,7 +347,12 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 		return nil, &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
 	stopForTest("scope")
-	cg, err := conn.ControlGroup(ctx, p.scope.Name)
+	// systemd moved nsrun into the scope: its own cgroup names the scope's
+	// (no round trip). Should it not, the manager says where the scope is.
+	cg, err := units.OwnScopeCgroup(p.scope.Name)
+	if err == nil && cg == "" {
+		cg, err = conn.ControlGroup(ctx, p.scope.Name)
+	}
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
@@ -381,7 +396,7 @@ func forwarded(ownSession bool) []os.Signal {
 
 // supervise starts the workload directly in the payload leaf, forwards
 // signals, and returns its status once it ended and nothing of it is left.
-func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
+func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	var relay *ptyRelay
 	if p.proc.pty && p.spec == nil { // a sandbox child opens its own (nsexec Spec.Pty)
 		var err error
@@ -390,36 +405,27 @@ func supervise(p *runPlan, pl *placement, allowDegraded bool) error {
 			return &exitError{code: exitNsrunFailed, err: fmt.Errorf("--pty: open a pseudo-terminal: %w", err)}
 		}
 	}
-	sigs := make(chan os.Signal, 64)
-	// A sandboxed workload has a session of its own (nsexec), as has one
-	// on its own pty.
-	signal.Notify(sigs, forwarded(relay != nil || p.spec != nil)...)
-	if p.proc.pty {
-		signal.Notify(sigs, syscall.SIGWINCH)
-	}
-	defer signal.Stop(sigs)
+	// The handlers stay until nsrun exits: a signal that comes after the
+	// workload ended is dropped, and undoing them costs a thread switch
+	// per signal for nothing.
+	sigs := e.signals()
 
 	// The device program goes on payload/ before anything runs there, and
-	// must be read back in force (bpfdev.Attach queries the cgroup).
+	// must be read back in force (bpfdev.Loaded.Attach queries the cgroup).
 	if p.devices != nil && !p.devices.Unprivileged {
-		if err := bpfdev.Attach(pl.tree.Payload, p.devices); err != nil {
+		if err := e.attachDevices(pl.tree.Payload); err != nil {
 			if err := refuseOrWarn([]string{fmt.Sprintf("device policy not in force: %v", err)}, allowDegraded); err != nil {
 				pl.abandon()
 				return err
 			}
 		}
 	}
-	// The watcher kills the payload if nsrun dies before it cleans up.
-	kill, err := pl.tree.OpenKill()
+	// The watcher kills the payload if nsrun dies before it cleans up: it
+	// must run before the workload does.
+	w, err := pl.watch.wait()
 	if err != nil {
 		pl.abandon()
 		return &exitError{code: exitNsrunFailed, err: err}
-	}
-	w, err := startWatcher(kill)
-	kill.Close()
-	if err != nil {
-		pl.abandon()
-		return &exitError{code: exitNsrunFailed, err: fmt.Errorf("start watcher: %w", err)}
 	}
 	payload, err := pl.tree.OpenPayload()
 	if err != nil {

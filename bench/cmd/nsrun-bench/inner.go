@@ -4,6 +4,7 @@ package main
 // nothing of the box's plumbing (nsenter) is in the figures.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
@@ -41,7 +42,7 @@ func scenarios(nsrun string) []scenario {
 	return []scenario{
 		{Name: "plain exec", Wrap: cat()},
 		{Name: "unshare (all ns)", Wrap: cat("unshare", "--user", "--map-root-user", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--time", "--fork")},
-		{Name: "bwrap --unshare-all", Wrap: cat(bwrapArgs...), Wrapper: true},
+		{Name: refBwrap, Wrap: cat(bwrapArgs...), Wrapper: true},
 		{Name: "systemd-run --scope", Wrap: cat("systemd-run", "--scope", "-q", "--")},
 		{Name: "systemd-run --scope + bwrap", Wrap: cat(srBwrap...), Wrapper: true},
 		{Name: "nsrun (scope only)", Wrap: cat(nsrun, "-q", "--"), Wrapper: true},
@@ -54,6 +55,7 @@ func scenarios(nsrun string) []scenario {
 const (
 	refCombo = "systemd-run --scope + bwrap"
 	refScope = "systemd-run --scope"
+	refBwrap = "bwrap --unshare-all"
 )
 
 // innerResult is what the inner half hands to the outer one, as JSON.
@@ -92,9 +94,11 @@ type series struct {
 type concSeries struct {
 	Name string
 	K    int
-	NS   []int64 // every launch of every round
-	// RoundNS is the wall time of each round (K launches from the start
-	// of the first to the exit of the last).
+	// NS holds, for every launch of every round, the time from its start
+	// until its workload ran (printed its first line).
+	NS []int64
+	// RoundNS is the time of each round from its start until the last of
+	// its K workloads ran.
 	RoundNS []int64
 }
 
@@ -111,7 +115,7 @@ func inner(args []string) error {
 	nsrun := fs.String("nsrun", "", "nsrun binary")
 	runs := fs.Int("runs", 50, "measured runs per scenario")
 	warmup := fs.Int("warmup", 5, "unmeasured runs per scenario first")
-	conc := fs.String("conc", "1,10,50", "concurrency levels")
+	conc := fs.String("conc", "1,10,50,100", "concurrency levels (sandboxes started at once)")
 	memN := fs.Int("mem", 10, "sandboxes running at once for the memory figure (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -147,20 +151,25 @@ func inner(args []string) error {
 		}
 	}
 
-	// Concurrency: K launches released at once, a few rounds per level.
+	// Scaling: K sandboxes of a sleeping workload started at once, a few
+	// rounds per level, the launchers in turn within each round.
+	var levels []concSeries
 	for _, f := range strings.Split(*conc, ",") {
 		k, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || k < 1 {
 			continue
 		}
-		rounds := max(3, 50/k)
+		var level []*concSeries
 		for _, s := range sc {
-			if s.Name != refCombo && s.Name != refScope && !strings.HasPrefix(s.Name, "nsrun") {
-				continue
+			if s.Name == refCombo || s.Name == refScope || strings.HasPrefix(s.Name, "nsrun") {
+				level = append(level, &concSeries{Name: s.Name, K: k})
 			}
-			cs := concSeries{Name: s.Name, K: k}
-			for r := 0; r < rounds; r++ {
-				ns, wall, errs := launchConcurrent(s.Wrap(trueBin), k)
+		}
+		rounds := max(2, 40/k)
+		for r := 0; r < rounds; r++ {
+			for _, cs := range level {
+				s := scenarioNamed(sc, cs.Name)
+				ns, wall, errs := launchSleeping(s, k)
 				for i, err := range errs {
 					if err != nil {
 						res.fail(fmt.Sprintf("%s x%d", s.Name, k), err)
@@ -170,9 +179,12 @@ func inner(args []string) error {
 				}
 				cs.RoundNS = append(cs.RoundNS, wall)
 			}
-			res.Concurrency = append(res.Concurrency, cs)
+		}
+		for _, cs := range level {
+			levels = append(levels, *cs)
 		}
 	}
+	res.Concurrency = levels
 
 	if *memN > 0 {
 		sleepBin, err := exec.LookPath("sleep")
@@ -218,27 +230,115 @@ func launchOnce(argv []string, keep map[string]string, name string) error {
 	return nil
 }
 
-// launchConcurrent starts k copies of argv at once and returns each one's
-// launch-to-exit time and error, and the round's wall time.
-func launchConcurrent(argv []string, k int) ([]int64, int64, []error) {
-	var wg sync.WaitGroup
+func scenarioNamed(sc []scenario, name string) scenario {
+	for _, s := range sc {
+		if s.Name == name {
+			return s
+		}
+	}
+	panic("no scenario " + name)
+}
+
+// launchSleeping starts k sandboxes of s at once, each running a shell that
+// prints a line and becomes `sleep TAG`. It returns, per launch, the time
+// from its start until that line arrived (the workload runs), or its error,
+// and the time until the last one ran. Then it kills the workloads (their
+// launchers end with them) and reaps everything.
+func launchSleeping(s scenario, k int) ([]int64, int64, []error) {
+	tag := "2000" + strconv.Itoa(os.Getpid())
+	argv := s.Wrap("sh", "-c", "echo ready; exec sleep "+tag)
 	ns := make([]int64, k)
 	errs := make([]error, k)
+	cmds := make([]*exec.Cmd, k)
+	stderrs := make([]bytes.Buffer, k)
+	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	for i := 0; i < k; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			r, w, err := os.Pipe()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer r.Close()
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Stdout, cmd.Stderr = w, &stderrs[i]
 			<-gate
 			start := time.Now()
-			errs[i] = launch(argv)
+			if err := cmd.Start(); err != nil {
+				w.Close()
+				errs[i] = err
+				return
+			}
+			w.Close()
+			cmds[i] = cmd
+			_ = r.SetReadDeadline(start.Add(60 * time.Second))
+			line, err := bufio.NewReader(r).ReadString('\n')
+			if err != nil || line != "ready\n" {
+				errs[i] = fmt.Errorf("no ready line (%q, %v)", line, err)
+				return
+			}
 			ns[i] = time.Since(start).Nanoseconds()
 		}()
 	}
 	start := time.Now()
 	close(gate)
 	wg.Wait()
-	return ns, time.Since(start).Nanoseconds(), errs
+	wall := time.Since(start).Nanoseconds()
+
+	// End the workloads; the launchers exit with them. A shell that said
+	// "ready" may not have become `sleep TAG` yet: kill until every
+	// launcher is gone.
+	done := make(chan struct{})
+	go func() {
+		for _, c := range cmds {
+			if c != nil {
+				_ = c.Wait()
+			}
+		}
+		close(done)
+	}()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for stop := false; !stop; {
+		killTagged(tag)
+		select {
+		case <-done:
+			stop = true
+		case <-tick.C:
+		case <-deadline:
+			for _, c := range cmds {
+				if c != nil {
+					_ = c.Process.Kill()
+				}
+			}
+			<-done
+			stop = true
+		}
+	}
+	for i := range errs {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("%v: %s", errs[i], bytes.TrimSpace(stderrs[i].Bytes()))
+		}
+	}
+	return ns, wall, errs
+}
+
+// killTagged SIGKILLs every `sleep TAG` process.
+func killTagged(tag string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if isWorkload(pid, "sleep", tag) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // memory starts n sandboxes of `sleep`, waits until every workload runs, and

@@ -1,7 +1,7 @@
 // Command nsrun-bench measures nsrun's launch cost side by side with the
 // tools it replaces, in one run, in the systemd box (internal/box).
 //
-//	nsrun-bench [-nsrun=bin/nsrun] [-runs=50] [-warmup=5] [-conc=1,10,50]
+//	nsrun-bench [-nsrun=bin/nsrun] [-runs=50] [-warmup=5] [-conc=1,10,50,100]
 //	            [-mem=10] [-results=bench/results] [-device=FILE] [-strace]
 //
 // It needs root. It copies itself and the nsrun binary into a directory
@@ -49,7 +49,7 @@ func outer(args []string) error {
 	nsrun := fs.String("nsrun", "bin/nsrun", "the nsrun binary to measure")
 	runs := fs.Int("runs", 50, "measured runs per scenario")
 	warmup := fs.Int("warmup", 5, "unmeasured runs per scenario first")
-	conc := fs.String("conc", "1,10,50", "concurrency levels (launches at once)")
+	conc := fs.String("conc", "1,10,50,100", "scaling levels (sleeping sandboxes started at once)")
 	memN := fs.Int("mem", 10, "sandboxes running at once for the memory figure (0: skip)")
 	results := fs.String("results", "bench/results", "directory for the report file (empty: do not write)")
 	device := fs.String("device", "", "file with the bpfdev device-open benchmark's output, to include")
@@ -125,18 +125,31 @@ func outer(args []string) error {
 		deviceOut = string(data)
 	}
 
+	// The scaling plot goes beside the report (or, with no results
+	// directory, to the temporary one, which goes).
+	base := env.Date.Format("2006-01-02") + "-" + env.Kernel
+	plotDir := *results
+	if plotDir == "" {
+		plotDir = dir
+	} else if err := os.MkdirAll(plotDir, 0o755); err != nil {
+		return err
+	}
+	png := filepath.Join(plotDir, base+"-scaling.png")
+	plotNote := "scaling plot: " + filepath.Base(png) + " (data: " + filepath.Base(strings.TrimSuffix(png, ".png")+".dat") + ")"
+	if err := plotScaling(res, png, fmt.Sprintf("nsrun-bench %s, kernel %s, systemd %s, %s", env.Date.Format("2006-01-02"), env.Kernel, env.Systemd, env.Machine)); err != nil {
+		plotNote = "scaling plot: none: " + err.Error()
+		fmt.Fprintf(os.Stderr, "nsrun-bench: %s\n", plotNote)
+	}
+
 	var rep bytes.Buffer
-	report(&rep, env, res, deviceOut, profile)
+	report(&rep, env, res, deviceOut, profile, plotNote)
 	os.Stdout.Write(rep.Bytes())
 	if *results != "" {
-		if err := os.MkdirAll(*results, 0o755); err != nil {
-			return err
-		}
-		path := filepath.Join(*results, env.Date.Format("2006-01-02")+"-"+env.Kernel+".txt")
+		path := filepath.Join(*results, base+".txt")
 		if err := os.WriteFile(path, rep.Bytes(), 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "nsrun-bench: wrote %s\n", path)
+		fmt.Fprintf(os.Stderr, "nsrun-bench: wrote %s and %s\n", path, png)
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ func ratio(a, b int64) string {
 	return fmt.Sprintf("%.2fx", float64(a)/float64(b))
 }
 
-func report(w io.Writer, e env, r innerResult, device, profile string) {
+func report(w io.Writer, e env, r innerResult, device, profile, plotNote string) {
 	fmt.Fprintf(w, "nsrun-bench %s\n", e.Date.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %s (host %s)\n", e.Machine, e.Host)
 	fmt.Fprintf(w, "kernel:  %s\n", e.Kernel)
@@ -55,8 +55,9 @@ func report(w io.Writer, e env, r innerResult, device, profile string) {
 	tw.Flush()
 
 	if len(r.Concurrency) > 0 {
-		fmt.Fprintf(w, "\nConcurrency: K launches of `true` released at once; launch-to-exit of each, in ms;\n")
-		fmt.Fprintf(w, "launches/s = K / median wall time of a round:\n\n")
+		fmt.Fprintf(w, "\nScaling: K sandboxes of a sleeping workload (`sh -c 'echo ready; exec sleep N'`)\n")
+		fmt.Fprintf(w, "started at once; launch latency = start to the workload's first line, in ms;\n")
+		fmt.Fprintf(w, "launches/s = K / median time until the last of a round ran:\n\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "launcher\tK\tsamples\tp50\tp99\tp99 / p50 at K=1\tlaunches/s\t\n")
 		p50one := map[string]int64{}
@@ -75,16 +76,24 @@ func report(w io.Writer, e env, r innerResult, device, profile string) {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t\n", c.Name, c.K, len(c.NS), ms(quantile(c.NS, 0.5)), ms(p99), ratio(p99, p50one[c.Name]), rate)
 		}
 		tw.Flush()
+		fmt.Fprintf(w, "\n%s\n", plotNote)
 	}
 
 	if len(r.Memory) > 0 {
 		fmt.Fprintf(w, "\nMemory of the launcher's own processes (not the workload) per running sandbox,\n")
 		fmt.Fprintf(w, "from /proc/PID/smaps_rollup with %d sandboxes of `sleep` running at once, in KiB:\n\n", r.Memory[0].Sandboxes)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "launcher\tprocs/sandbox\tRSS\tPSS\t\n")
+		fmt.Fprintf(tw, "launcher\tprocs/sandbox\tRSS\tPSS\tRSS vs bwrap\tPSS vs bwrap\t\n")
+		var bw memSample
+		for _, m := range r.Memory {
+			if m.Name == refBwrap {
+				bw = m
+			}
+		}
 		for _, m := range r.Memory {
 			n := int64(m.Sandboxes)
-			fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t\n", m.Name, float64(m.Procs)/float64(n), m.RssKB/n, m.PssKB/n)
+			fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%s\t%s\t\n", m.Name, float64(m.Procs)/float64(n), m.RssKB/n, m.PssKB/n,
+				ratio(m.RssKB*int64(bw.Sandboxes), bw.RssKB*n), ratio(m.PssKB*int64(bw.Sandboxes), bw.PssKB*n))
 		}
 		tw.Flush()
 	}
