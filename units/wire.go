@@ -153,6 +153,9 @@ func parseHeaderFields(h *msgHeader, b []byte) error {
 			str = string(b[pos+4 : pos+4+n])
 			pos += 4 + n + 1
 		case "g":
+			if pos >= len(b) {
+				return errShortFields
+			}
 			n := int(b[pos])
 			if pos+1+n+1 > len(b) {
 				return errShortFields
