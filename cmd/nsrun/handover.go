@@ -113,4 +113,3 @@ drain:
 	}
 	return err
 }
-
