@@ -53,6 +53,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nsrun/nsrun/internal/monitor"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,8 +174,16 @@ func (l *Launch) Start() (retErr error) {
 		l.closeRecord()
 		return fmt.Errorf("start sandbox: sync socket: %w", err)
 	}
-	syncFD := 3 + len(l.Cmd.ExtraFiles)
 	n := len(l.Cmd.ExtraFiles)
+	if l.join == nil && l.spec.Namespaces.Has(NSPID) && !l.spec.NoInit && monitor.Available() {
+		// An init becomes the monitor from this fd (init.go). It goes
+		// before the sync fd: the child closes every fd after that one.
+		if mon, err := monitor.Open(); err == nil {
+			l.Cmd.Env = append(l.Cmd.Env[:len(l.Cmd.Env):len(l.Cmd.Env)], monitorFDEnv+"="+strconv.Itoa(3+n))
+			l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, mon)
+		}
+	}
+	syncFD := 3 + len(l.Cmd.ExtraFiles)
 	l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, child)
 	mapping := l.spec.Namespaces.Has(NSUser) && l.join == nil
 	switch {

@@ -120,7 +120,8 @@ var monitorModes = [][]string{nil, {"--sandbox"}}
 // the watcher is the monitor too, and the workload, forked by the Go
 // thread that exec'd, is still alive under it (had the exec happened on
 // another thread, the workload's parent-death signal would have killed it
-// then) and its status passes through.
+// then) and its status passes through. With --sandbox the init is the
+// monitor too.
 func TestMonitorTakesOver(t *testing.T) {
 	requireMonitor(t)
 	for _, mode := range monitorModes {
@@ -159,6 +160,20 @@ func TestMonitorTakesOver(t *testing.T) {
 			}
 			if workload == 0 || syscall.Kill(workload, 0) != nil {
 				t.Fatalf("the workload (or sandbox init) is not a live child of the monitor: children %v", childrenOf(pid))
+			}
+			if mode != nil {
+				// The sandbox's PID 1: the monitor in init mode, a single
+				// non-dumpable thread, its child the workload.
+				waitFor(t, "the init to be the monitor", func() bool { return exeOf(workload) == monitorExe })
+				if tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", workload)); len(tasks) != 1 {
+					t.Errorf("the init has %d threads", len(tasks))
+				}
+				if cl := cmdlineOf(workload); len(cl) < 2 || cl[1] != monitor.InitArg {
+					t.Errorf("the init's command line is %q", cl)
+				}
+				if kids := childrenOf(workload); len(kids) != 1 || cmdlineOf(kids[0])[0] != "sh" {
+					t.Errorf("the init's children are %v", kids)
+				}
 			}
 			fmt.Fprintln(stdin)
 			if code := exitCode(t, cmd.Wait()); code != 7 {
