@@ -112,7 +112,9 @@ bench: bench-deps build
 	set -o pipefail; $(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 200000x ./bpfdev/... | tee $(BIN)/bench-device.txt
 	$(BIN)/nsrun-bench -nsrun=$(BIN)/nsrun -results=bench/results -device=$(BIN)/bench-device.txt -strace $(BENCH_FLAGS)
 
-lint:
+# The monitor is built first: vet with -tags nsrun_monitor embeds it (and a
+# clean clone has neither it nor musl-gcc; deps installs that).
+lint: deps $(MONITOR)
 	@bad=$$(gofmt -l .); \
 		if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
