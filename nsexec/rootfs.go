@@ -193,6 +193,20 @@ func (r *rootfs) overlayRoot() (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	var locked *lockedMounts
+	if len(o.Lowers) == 1 && o.Lowers[0] == "/" && r.spec.Namespaces.Has(NSUser) {
+		// In a user namespace every mount inherited from the caller is
+		// locked, and overlayfs refuses a layer with locked mounts below
+		// it (EINVAL from clone_private_mount). A refused overlay is not
+		// cheap: the kernel has set up the work directory and waits for
+		// an RCU grace period while tearing it down. So what the mount
+		// table says must fail is not tried (what it does not predict is
+		// still tried, and falls back as before).
+		locked = lockedBelow(lowers[0])
+	}
+	if locked != nil && locked.any() {
+		return r.assembleRoot(lowers[0], upper, work, locked)
+	}
 	mfd, err := r.overlay(lowersPaths(lowers, ""), upper, work)
 	if err == nil {
 		r.keep(mfd)
@@ -203,7 +217,7 @@ func (r *rootfs) overlayRoot() (int, error) {
 	if len(o.Lowers) != 1 || o.Lowers[0] != "/" {
 		return -1, childErr("--overlay-root", fmt.Errorf("%w%s", err, overlayHint(r.spec, err)))
 	}
-	return r.assembleRoot(lowers[0], upper, work)
+	return r.assembleRoot(lowers[0], upper, work, locked)
 }
 
 func overlayHint(s *Spec, err error) string {
@@ -319,7 +333,7 @@ func lowerdirList(lowers []string) string {
 // submounts, and / always has some. Directories that cannot be overlaid
 // are left empty and reported; /proc, /sys, /dev, /tmp and /run get fresh
 // mounts anyway. Symlinks are copied; files are bound read-only.
-func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
+func (r *rootfs) assembleRoot(lower int, upper, work string, locked *lockedMounts) (int, error) {
 	root, err := newFS("tmpfs", unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID, fsOpt{"mode", "0755"})
 	if err != nil {
 		return -1, childErr("tmpfs root", err)
@@ -342,7 +356,7 @@ func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
 	var readOnly, skipped []string
 	var why []string
 	for _, name := range names {
-		err := r.assembleEntry(lower, root, name, upper, work)
+		err := r.assembleEntry(lower, root, name, upper, work, locked)
 		if err == nil {
 			continue
 		}
@@ -364,7 +378,7 @@ func (r *rootfs) assembleRoot(lower int, upper, work string) (int, error) {
 	return root, nil
 }
 
-func (r *rootfs) assembleEntry(lower, root int, name, upper, work string) error {
+func (r *rootfs) assembleEntry(lower, root int, name, upper, work string, locked *lockedMounts) error {
 	switch name {
 	case "proc", "sys", "dev", "tmp", "run":
 		return unix.Mkdirat(root, name, 0o755)
@@ -386,6 +400,9 @@ func (r *rootfs) assembleEntry(lower, root int, name, upper, work string) error 
 	}
 	if err := unix.Mkdirat(root, name, 0o755); err != nil {
 		return err
+	}
+	if locked != nil && locked.dir(name) {
+		return errLockedBelow
 	}
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d+"/"+name, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
