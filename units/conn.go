@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
@@ -40,16 +42,27 @@ func DefaultManager() Manager {
 
 // Conn is a connection to one service manager. Make one per process with
 // Dial and pass it explicitly; it is safe for concurrent use.
+//
+// On a private socket Dial only connects: StartScope takes that socket for
+// its own lean exchange (see wire.go), and any other call first opens a
+// go-systemd connection to the same socket. On a bus go-systemd serves
+// every call.
 type Conn struct {
-	sd      *sdbus.Conn
 	manager Manager
-	via     string
+
+	mu     sync.Mutex
+	raw    net.Conn    // private socket, connected, not yet authenticated; nil once taken
+	sd     *sdbus.Conn // nil until a call needs it
+	via    string      // the D-Bus address
+	bus    bool        // via is a bus (dbus-daemon), not a manager's private socket
+	closed bool
 }
 
 // Dial connects to the manager m. Like systemctl, it prefers the manager's
 // private socket (/run/systemd/private for root, $XDG_RUNTIME_DIR/systemd/private
 // for a user manager), which needs no D-Bus daemon, and falls back to the
-// system or session bus.
+// system or session bus. On the private socket it does not authenticate
+// yet (see Conn).
 func Dial(ctx context.Context, m Manager) (*Conn, error) {
 	var candidates []string
 	switch m {
@@ -81,27 +94,23 @@ func Dial(ctx context.Context, m Manager) (*Conn, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		addr, bus := c, false
-		if a, ok := strings.CutPrefix(c, "bus:"); ok {
-			addr, bus = a, true
-		}
-		// go-systemd asks for two connections (calls; signals). One does
-		// both: godbus routes replies and signals apart, and each
-		// connection costs a socket and four authentication round trips.
-		var conn *godbus.Conn
-		sd, err := sdbus.NewConnection(func() (*godbus.Conn, error) {
-			if conn != nil {
-				return conn, nil
+		if addr, ok := strings.CutPrefix(c, "bus:"); ok {
+			sd, err := dialSD(addr, true)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+				continue
 			}
-			c, err := dialAuth(addr, bus)
-			conn = c
-			return c, err
-		})
+			return &Conn{manager: m, sd: sd, via: addr, bus: true}, nil
+		}
+		// A private socket: connecting tells whether the manager listens
+		// (the socket is the manager's own, 0600 for root's).
+		var d net.Dialer
+		raw, err := d.DialContext(ctx, "unix", strings.TrimPrefix(c, "unix:path="))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			errs = append(errs, fmt.Errorf("%s: %w", c, err))
 			continue
 		}
-		return &Conn{sd: sd, manager: m, via: addr}, nil
+		return &Conn{manager: m, raw: raw, via: c}, nil
 	}
 	hint := ""
 	if m == User {
@@ -110,6 +119,22 @@ func Dial(ctx context.Context, m Manager) (*Conn, error) {
 		hint = " (is systemd the service manager here? The system bus needs the dbus package)"
 	}
 	return nil, fmt.Errorf("connect to %s manager: %w%s: %w", m, ErrNoManager, hint, errors.Join(errs...))
+}
+
+// dialSD opens a go-systemd connection on addr. go-systemd asks for two
+// connections (calls; signals). One does both: godbus routes replies and
+// signals apart, and each connection costs a socket and four
+// authentication round trips.
+func dialSD(addr string, bus bool) (*sdbus.Conn, error) {
+	var conn *godbus.Conn
+	return sdbus.NewConnection(func() (*godbus.Conn, error) {
+		if conn != nil {
+			return conn, nil
+		}
+		c, err := dialAuth(addr, bus)
+		conn = c
+		return c, err
+	})
 }
 
 // dialAuth opens one authenticated connection. The connection is not bound
@@ -133,6 +158,40 @@ func dialAuth(addr string, bus bool) (*godbus.Conn, error) {
 	return conn, nil
 }
 
+// sdConn returns c's go-systemd connection, opening it on first need. On a
+// private socket the connected, unused socket Dial made is closed rather
+// than handed to godbus (godbus reads a socket it did not dial a byte at a
+// time); a second connect costs tens of microseconds.
+func (c *Conn) sdConn() (*sdbus.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sd != nil {
+		return c.sd, nil
+	}
+	if c.closed {
+		return nil, fmt.Errorf("connect to %s manager: %s: %w", c.manager, c.via, net.ErrClosed)
+	}
+	if c.raw != nil {
+		c.raw.Close()
+		c.raw = nil
+	}
+	sd, err := dialSD(c.via, c.bus)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s manager: %s: %w", c.manager, c.via, err)
+	}
+	c.sd = sd
+	return sd, nil
+}
+
+// takeRaw hands the private socket Dial connected to the caller, once.
+func (c *Conn) takeRaw() (net.Conn, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	raw := c.raw
+	c.raw = nil
+	return raw, c.via
+}
+
 // redial replaces c's connection with a new one to the same manager, after
 // the old one dropped.
 func (c *Conn) redial(ctx context.Context) error {
@@ -140,16 +199,45 @@ func (c *Conn) redial(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.sd.Close()
-	c.sd, c.via = n.sd, n.via
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked()
+	c.raw, c.sd, c.via, c.bus = n.raw, n.sd, n.via, n.bus
 	return nil
+}
+
+// connected tells whether c's go-systemd connection is open.
+func (c *Conn) connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sd != nil && c.sd.Connected()
 }
 
 // Manager says which manager c talks to.
 func (c *Conn) Manager() Manager { return c.manager }
 
 // Address is the socket c is connected through.
-func (c *Conn) Address() string { return c.via }
+func (c *Conn) Address() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.via
+}
 
 // Close closes the connection.
-func (c *Conn) Close() { c.sd.Close() }
+func (c *Conn) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.closeLocked()
+}
+
+func (c *Conn) closeLocked() {
+	if c.raw != nil {
+		c.raw.Close()
+		c.raw = nil
+	}
+	if c.sd != nil {
+		c.sd.Close()
+		c.sd = nil
+	}
+}

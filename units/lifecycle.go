@@ -61,7 +61,11 @@ func (c *Conn) ListUnits(ctx context.Context) ([]UnitInfo, error) {
 	for i, t := range lifecycleTypes {
 		patterns[i] = "*." + t
 	}
-	all, err := c.sd.ListUnitsByPatternsContext(ctx, nil, patterns)
+	sd, err := c.sdConn()
+	if err != nil {
+		return nil, fmt.Errorf("list units: %w", err)
+	}
+	all, err := sd.ListUnitsByPatternsContext(ctx, nil, patterns)
 	if err != nil {
 		return nil, fmt.Errorf("list units: %w", err)
 	}
@@ -96,7 +100,11 @@ func (c *Conn) Unit(ctx context.Context, name string) (UnitInfo, error) {
 	if u.Type, ok = unitSuffix(name); !ok {
 		return u, fmt.Errorf("read unit %s: %w", name, nameError(name, "no unit type suffix"))
 	}
-	props, err := c.sd.GetUnitPropertiesContext(ctx, name)
+	sd, err := c.sdConn()
+	if err != nil {
+		return u, fmt.Errorf("read unit %s: %w", name, err)
+	}
+	props, err := sd.GetUnitPropertiesContext(ctx, name)
 	if err != nil {
 		return u, fmt.Errorf("read unit %s: %w", name, mapUnitError(err))
 	}
@@ -119,7 +127,11 @@ func (c *Conn) Unit(ctx context.Context, name string) (UnitInfo, error) {
 // FreezerState when it is still unknown.
 func (c *Conn) typeProperties(ctx context.Context, u *UnitInfo) error {
 	iface := strings.ToUpper(u.Type[:1]) + u.Type[1:]
-	props, err := c.sd.GetUnitTypePropertiesContext(ctx, u.Name, iface)
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("read %s properties of %s: %w", iface, u.Name, err)
+	}
+	props, err := sd.GetUnitTypePropertiesContext(ctx, u.Name, iface)
 	if err != nil {
 		return fmt.Errorf("read %s properties of %s: %w", iface, u.Name, mapUnitError(err))
 	}
@@ -127,7 +139,7 @@ func (c *Conn) typeProperties(ctx context.Context, u *UnitInfo) error {
 	u.ControlGroup, _ = props["ControlGroup"].(string)
 	u.Delegate, _ = props["Delegate"].(bool)
 	if u.FreezerState == "" {
-		p, err := c.sd.GetUnitPropertyContext(ctx, u.Name, "FreezerState")
+		p, err := sd.GetUnitPropertyContext(ctx, u.Name, "FreezerState")
 		if err != nil {
 			return fmt.Errorf("read FreezerState of %s: %w", u.Name, mapUnitError(err))
 		}
@@ -148,7 +160,11 @@ func (c *Conn) Stop(ctx context.Context, name string) error {
 	}
 	// Buffered: see StartScope.
 	done := make(chan string, 1)
-	if _, err := c.sd.StopUnitContext(ctx, name, "replace", done); err != nil {
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("stop unit %s: %w", name, err)
+	}
+	if _, err := sd.StopUnitContext(ctx, name, "replace", done); err != nil {
 		return fmt.Errorf("stop unit %s: %w", name, mapUnitError(err))
 	}
 	select {
@@ -180,7 +196,11 @@ func (c *Conn) Kill(ctx context.Context, name string, whom Who, sig int) error {
 	if sig <= 0 || sig > maxSignal {
 		return fmt.Errorf("kill unit %s: signal %d out of range 1..%d", name, sig, maxSignal)
 	}
-	if err := c.sd.KillUnitWithTarget(ctx, name, sdbus.Who(whom), int32(sig)); err != nil {
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("kill unit %s: %w", name, err)
+	}
+	if err := sd.KillUnitWithTarget(ctx, name, sdbus.Who(whom), int32(sig)); err != nil {
 		return fmt.Errorf("kill unit %s: %w", name, mapUnitError(err))
 	}
 	return nil
@@ -190,7 +210,11 @@ func (c *Conn) Kill(ctx context.Context, name string, whom Who, sig int) error {
 // the manager's FreezeUnit, systemd 246+). systemd answers once the cgroup
 // reports frozen, so on return the unit's processes are stopped.
 func (c *Conn) Freeze(ctx context.Context, name string) error {
-	if err := c.sd.FreezeUnit(ctx, name); err != nil {
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("freeze unit %s: %w", name, err)
+	}
+	if err := sd.FreezeUnit(ctx, name); err != nil {
 		return fmt.Errorf("freeze unit %s: %w", name, mapUnitError(err))
 	}
 	return nil
@@ -198,7 +222,11 @@ func (c *Conn) Freeze(ctx context.Context, name string) error {
 
 // Thaw resumes the processes of a frozen unit (ThawUnit).
 func (c *Conn) Thaw(ctx context.Context, name string) error {
-	if err := c.sd.ThawUnit(ctx, name); err != nil {
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("thaw unit %s: %w", name, err)
+	}
+	if err := sd.ThawUnit(ctx, name); err != nil {
 		return fmt.Errorf("thaw unit %s: %w", name, mapUnitError(err))
 	}
 	return nil

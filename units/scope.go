@@ -1,7 +1,9 @@
 package units
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -75,6 +77,13 @@ func ScopeProperties(spec ScopeSpec) ([]Property, error) {
 // The job must finish with result "done"; otherwise the unit's failed state
 // is reset and a *JobError returned. A unit that already exists is an error
 // (ErrUnitExists): it is never adopted.
+//
+// On a private socket the call and the wait go over the socket Dial
+// connected, with the lean exchange of wire.go; on a bus, through
+// go-systemd. A connection that drops (a daemon-reexec closes every
+// connection to the manager) is made again: if the manager had answered
+// the call, or the caller already sits in the unit, the unit's state says
+// how the job ended; otherwise the call is sent again.
 func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 	props, err := ScopeProperties(spec)
 	if err != nil {
@@ -86,76 +95,98 @@ func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-
-	// Buffered: go-systemd delivers the result while holding its job lock, so
-	// an unbuffered channel nobody reads any more (timeout) would wedge it.
-	done := make(chan string, 1)
-	if _, err := c.sd.StartTransientUnitContext(ctx, spec.Name, "fail", props, done); err != nil {
-		if dbusErrorName(err) == dbusUnitExists {
-			return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
+	for {
+		var result string
+		if raw, via := c.takeRaw(); raw != nil {
+			w := &wire{conn: raw, r: bufio.NewReaderSize(raw, 16<<10), via: via}
+			result, err = w.startTransientUnit(ctx, spec.Name, "fail", props)
+			raw.Close() // nothing more to read: the job is done
+		} else {
+			result, err = c.startScopeSD(ctx, spec.Name, props)
 		}
-		if !c.dropped(err) {
+		var dropped *droppedError
+		switch {
+		case err == nil && result == "done":
+			return nil
+		case err == nil:
+			c.resetFailed(ctx, spec.Name)
+			return fmt.Errorf("start unit %s: %w", spec.Name, &JobError{Unit: spec.Name, Result: result})
+		case dbusErrorName(err) == dbusUnitExists:
+			return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
+		case ctx.Err() != nil:
+			return c.jobTimedOut(ctx, spec.Name)
+		case !errors.As(err, &dropped):
 			return fmt.Errorf("start unit %s: %w", spec.Name, err)
+		case dropped.replied:
+			return c.afterDisconnect(ctx, spec.Name)
 		}
 		// The connection dropped around the call: systemd may or may not
 		// have made the unit. With PIDs set to the caller, the caller's own
 		// cgroup tells: inside the unit, it was made (wait for its job);
-		// elsewhere, it was not (ask once more, on a new connection).
+		// elsewhere, it was not (ask again, on a new connection).
 		if err := c.redialUntil(ctx, spec.Name); err != nil {
 			return err
 		}
 		if in, _ := selfInUnit(spec); in {
 			return c.afterDisconnect(ctx, spec.Name)
 		}
-		done = make(chan string, 1)
-		if _, err := c.sd.StartTransientUnitContext(ctx, spec.Name, "fail", props, done); err != nil {
-			if dbusErrorName(err) == dbusUnitExists {
-				return fmt.Errorf("start unit %s: %w", spec.Name, ErrUnitExists)
-			}
-			return fmt.Errorf("start unit %s: %w", spec.Name, err)
-		}
 	}
-	// The connection can drop while the job runs (a daemon-reexec closes
-	// every connection to the manager): then the result never arrives on
-	// done, and the unit's state says how the job ended.
+}
+
+// startScopeSD is StartScope's call and wait through go-systemd (on a
+// bus). It returns the job's result, or a *droppedError when the
+// connection drops before the result is in.
+func (c *Conn) startScopeSD(ctx context.Context, name string, props []Property) (string, error) {
+	sd, err := c.sdConn()
+	if err != nil {
+		return "", err
+	}
+	// Buffered: go-systemd delivers the result while holding its job lock, so
+	// an unbuffered channel nobody reads any more (timeout) would wedge it.
+	done := make(chan string, 1)
+	if _, err := sd.StartTransientUnitContext(ctx, name, "fail", props, done); err != nil {
+		if ctx.Err() == nil && c.dropped(err) {
+			return "", &droppedError{err: err}
+		}
+		return "", err
+	}
+	// The connection can drop while the job runs: then the result never
+	// arrives on done, and the unit's state says how the job ended.
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for c.sd.Connected() {
+	for sd.Connected() {
 		select {
 		case result := <-done:
-			if result != "done" {
-				_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), spec.Name)
-				return fmt.Errorf("start unit %s: %w", spec.Name, &JobError{Unit: spec.Name, Result: result})
-			}
-			return nil
+			return result, nil
 		case <-tick.C:
-			continue
 		case <-ctx.Done():
-			return c.jobTimedOut(ctx, spec.Name)
+			return "", ctx.Err()
 		}
 	}
-	return c.afterDisconnect(ctx, spec.Name)
+	return "", &droppedError{replied: true, err: godbus.ErrClosed}
 }
 
 // afterDisconnect reconnects to the manager and waits until the unit whose
 // start job was running is active (the job succeeded) or not (it failed).
 func (c *Conn) afterDisconnect(ctx context.Context, unit string) error {
-	if !c.sd.Connected() {
-		if err := c.redialUntil(ctx, unit); err != nil {
-			return err
-		}
-	}
 	for {
-		p, err := c.sd.GetUnitPropertiesContext(ctx, unit)
-		if err != nil && c.dropped(err) {
-			// The manager re-executed again (reexecs can come back to
-			// back): reconnect and ask again, within ctx.
+		sd, err := c.sdConn()
+		var p map[string]any
+		if err == nil {
+			p, err = sd.GetUnitPropertiesContext(ctx, unit)
+		}
+		if err != nil && (sd == nil || c.dropped(err)) && ctx.Err() == nil {
+			// The manager re-executes (reexecs can come back to back):
+			// reconnect and ask again, within ctx.
 			if err := c.redialUntil(ctx, unit); err != nil {
 				return err
 			}
 			continue
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return c.jobTimedOut(ctx, unit)
+			}
 			return fmt.Errorf("start unit %s: after reconnecting: %w", unit, err)
 		}
 		active, _ := p["ActiveState"].(string)
@@ -165,7 +196,7 @@ func (c *Conn) afterDisconnect(ctx context.Context, unit string) error {
 		case active == "active" && !pending:
 			return nil
 		case (active == "failed" || active == "inactive") && !pending:
-			_ = c.sd.ResetFailedUnitContext(context.WithoutCancel(ctx), unit)
+			c.resetFailed(ctx, unit)
 			return fmt.Errorf("start unit %s: %w", unit, &JobError{Unit: unit, Result: "failed (" + active + " after the connection dropped)"})
 		}
 		select {
@@ -176,14 +207,22 @@ func (c *Conn) afterDisconnect(ctx context.Context, unit string) error {
 	}
 }
 
+// resetFailed clears a unit's failed state, best effort: a scope whose
+// start failed is left for nobody to inspect.
+func (c *Conn) resetFailed(ctx context.Context, unit string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if sd, err := c.sdConn(); err == nil {
+		_ = sd.ResetFailedUnitContext(ctx, unit)
+	}
+}
+
 // jobTimedOut gives up waiting for a start job. No StopUnit here: the
 // scope may already hold the caller (PIDs), and stopping it would kill the
 // caller before it can report. A scope left empty is stopped and collected
 // by systemd (CollectMode).
 func (c *Conn) jobTimedOut(ctx context.Context, unit string) error {
-	resetCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = c.sd.ResetFailedUnitContext(resetCtx, unit)
+	c.resetFailed(ctx, unit)
 	return fmt.Errorf("start unit %s: wait for job: %w", unit, ctx.Err())
 }
 
@@ -210,7 +249,7 @@ func (c *Conn) dropped(err error) bool {
 	case "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected":
 		return true
 	}
-	return !c.sd.Connected()
+	return !c.connected()
 }
 
 // selfInUnit tells whether the calling process already sits in spec's
@@ -230,9 +269,15 @@ func selfInUnit(spec ScopeSpec) (bool, error) {
 // to the cgroup v2 root the manager sees. A dropped connection is made
 // again once.
 func (c *Conn) ControlGroup(ctx context.Context, scope string) (string, error) {
-	p, err := c.sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
-	if err != nil && c.dropped(err) && c.redialUntil(ctx, scope) == nil {
-		p, err = c.sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+	var p *sdbus.Property
+	sd, err := c.sdConn()
+	if err == nil {
+		p, err = sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+	}
+	if err != nil && (sd == nil || c.dropped(err)) && c.redialUntil(ctx, scope) == nil {
+		if sd, err = c.sdConn(); err == nil {
+			p, err = sd.GetUnitTypePropertyContext(ctx, scope, "Scope", "ControlGroup")
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("read ControlGroup of %s: %w", scope, err)
@@ -266,7 +311,11 @@ func (c *Conn) AttachProcesses(ctx context.Context, unit, subcgroup string, pids
 	for i, p := range pids {
 		u[i] = uint32(p)
 	}
-	if err := c.sd.AttachProcessesToUnit(ctx, unit, subcgroup, u); err != nil {
+	sd, err := c.sdConn()
+	if err != nil {
+		return fmt.Errorf("attach processes to %s: %w", unit, err)
+	}
+	if err := sd.AttachProcessesToUnit(ctx, unit, subcgroup, u); err != nil {
 		return fmt.Errorf("attach processes to %s: %w", unit, err)
 	}
 	return nil
