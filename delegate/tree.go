@@ -59,10 +59,11 @@ func Setup(dir string, payload ...int) (t *Tree, retErr error) {
 			return nil, fmt.Errorf("make cgroup leaf: %w", err)
 		}
 	}
+	leaves := *t // t is nil by the time an error is returned
 	defer func() {
 		if retErr != nil {
-			_ = unix.Rmdir(t.Payload)
-			_ = unix.Rmdir(t.Supervisor)
+			_ = unix.Rmdir(leaves.Payload)
+			_ = unix.Rmdir(leaves.Supervisor)
 		}
 	}()
 	// "0" names the writing process; cgroup.procs moves the whole thread

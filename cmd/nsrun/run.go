@@ -544,6 +544,7 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	started := make(chan error, 1)
 	waited := make(chan error, 1)
 	if pl.held != nil {
+		stopForTest("release")
 		waited = pl.held.waited
 		started <- pl.held.proceed()
 	} else {
