@@ -267,6 +267,14 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 		return []int{held.pid}, nil
 	})
 	if err != nil {
+		if held != nil {
+			// A child that failed early is gone before systemd or
+			// nsrun could move it (a user manager cannot move a
+			// zombie): its own error is the one to report.
+			if cerr := held.wait(); cerr != nil {
+				err = startError(p, true, cerr)
+			}
+		}
 		held.abort()
 		return err
 	}
