@@ -2,7 +2,8 @@ package nsexec
 
 // The exchange between nsrun (the parent, in supervisor/) and the sandbox
 // child (nsrun re-executed as "nsrun __nsrun-sandbox-child --sync-fd=N",
-// cloned straight into payload/ and into the new namespaces). The sync
+// cloned straight into payload/ and into the new namespaces, or, with
+// Hold, cloned early and moved there by the caller before Release). The sync
 // socket is a SOCK_STREAM socketpair carrying JSON values; the child's end is
 // close-on-exec, so exec'ing the workload closes it.
 //
@@ -13,18 +14,27 @@ package nsexec
 //	write uid_map/gid_map
 //	  (newuidmap/newgidmap if unprivileged)
 //	 with a user namespace:
-//	byte 'M' ───────────────────────────────► setresuid/gid(0) unless already root
+//	byte 'M' ───────────────────────────────► setresuid/gid(0) unless already root;
+//	                                          Pdeathsig again, then exit if the
+//	                                          parent's end hung up meanwhile
 //	                                          (capabilities kept through the
 //	                                          unmapped execve as ambient ones)
 //	send Spec ──────────────────────────────► decode Spec; refuse the host mount ns
 //	                                          unshare time (only with offsets) and cgroup ns
+//	                                          (not held)
 //	                                          non-dumpable; hostname; lo up
 //	                                          mounts, masks, pivot_root
-//	                                          setsid, ids, caps, no_new_privs, seccomp
 //	           ◄──────────────────────────── {warn} ... (what could not be overlaid)
 //	           ◄──────────────────────────── with Spec.Pty: {pty} + the master fd
 //	                                          (SCM_RIGHTS; /dev/ptmx of the
 //	                                          sandbox, slave on 0, 1, 2)
+//	 with Launch.Hold (cloned before its cgroup exists, not into payload/;
+//	 "--hold"): the cgroup namespace is not unshared nor cgroup2 mounted yet
+//	           ◄──────────────────────────── {held}; blocks reading fd N
+//	  (nsrun moves it into payload/, ...)
+//	byte 'G' (Release) ─────────────────────► unshare cgroup ns (rooted at payload/),
+//	  or the child killed (Abort)              cgroup2 on /sys/fs/cgroup; EOF: exit
+//	                                          setsid, ids, caps, no_new_privs, seccomp
 //	 (a) no init (no pid ns, or NoInit):
 //	           ◄──────────────────────────── {exec}; execve(workload)
 //	EOF (fd closed on exec) = running;        or, if execve failed:
