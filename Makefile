@@ -23,8 +23,9 @@ STATICCHECK_VERSION := v0.8.2
 # Debian packages the box tier needs: systemd as the box's PID 1, dbus for its
 # system bus, util-linux (unshare, nsenter, setpriv), passwd (useradd for the
 # box's test user), uidmap (newuidmap/newgidmap for unprivileged id maps),
-# strace (the fault tests inject system call errors with it).
-DEB_PACKAGES := systemd dbus util-linux passwd uidmap strace
+# strace (the fault tests inject system call errors with it), musl-tools
+# (musl-gcc builds the monitor, internal/monitor).
+DEB_PACKAGES := systemd dbus util-linux passwd uidmap strace musl-tools
 # What make bench compares nsrun with (bwrap), profiles it with (strace) and
 # draws the scaling figures with (gnuplot).
 BENCH_DEB_PACKAGES := bubblewrap strace gnuplot-nox
@@ -32,7 +33,7 @@ BENCH_DEB_PACKAGES := bubblewrap strace gnuplot-nox
 # -d) to build its image once.
 VM_DEB_PACKAGES := qemu-system-x86 debootstrap e2fsprogs
 
-.PHONY: all build man test test-unit test-vm vm-image bench bench-deps vm-deps deps lint demo install clean box
+.PHONY: all monitor build man test test-unit test-vm vm-image bench bench-deps vm-deps deps lint demo install clean box
 
 all: build
 
@@ -41,8 +42,19 @@ all: build
 # sandbox child it re-executes; see bench/README.md. User and group names
 # then come from /etc/passwd and /etc/group (Go's own parser), not NSS.
 # -tags nodocs leaves the man page generator out (make man builds it in).
-build:
-	CGO_ENABLED=0 $(GO) build -tags nodocs -o $(BIN)/nsrun ./cmd/nsrun
+# The monitor (internal/monitor: nsrun's long-lived processes as a small
+# static C program) is built first and embedded with -tags nsrun_monitor; a
+# plain go build leaves it out and nsrun falls back to Go and /bin/sh.
+MONITOR := internal/monitor/nsrun-monitor
+TAGS    := nsrun_monitor
+monitor: $(MONITOR)
+$(MONITOR): internal/monitor/c/monitor.c
+	@command -v musl-gcc >/dev/null || { echo "make: musl-gcc is missing (Debian: musl-tools; make deps installs it)"; exit 1; }
+	musl-gcc -static -Os -Wall -Wextra -o $@ $<
+	strip $@
+
+build: $(MONITOR)
+	CGO_ENABLED=0 $(GO) build -tags nodocs,$(TAGS) -o $(BIN)/nsrun ./cmd/nsrun
 	$(GO) build -o $(BIN)/nsrun-box ./internal/box/cmd/nsrun-box
 
 # Install the Debian packages that are missing (needs root and apt-get).
@@ -65,7 +77,7 @@ deps bench-deps vm-deps:
 # Set NSRUN_TEST_STRICT=1 to turn every skip of
 # a privileged test into a failure (CI does).
 test: deps build
-	NSRUN_BIN=$(BIN)/nsrun $(GO) test -p 1 -count=1 -timeout 20m ./...
+	NSRUN_BIN=$(BIN)/nsrun $(GO) test -tags $(TAGS) -p 1 -count=1 -timeout 20m ./...
 
 # The tests that need no root and no box.
 test-unit:
@@ -79,9 +91,9 @@ test-unit:
 # and as the guest's user, and writes go test -json to bin/vm/results.json.
 # VM_FLAGS passes options to nsrun-vm test (e.g. VM_FLAGS="-run TestCPUQuota").
 VM_FLAGS ?=
-test-vm: vm-deps
+test-vm: vm-deps $(MONITOR)
 	mkdir -p $(BIN)/vm
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/vm/nsrun ./cmd/nsrun
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -o $(BIN)/vm/nsrun ./cmd/nsrun
 	CGO_ENABLED=0 $(GO) test -c -tags vmguest -o $(BIN)/vm/nsrun-vm.test ./internal/vm/guest
 	$(GO) build -o $(BIN)/nsrun-vm ./internal/vm/cmd/nsrun-vm
 	$(BIN)/nsrun-vm test -nsrun $(BIN)/vm/nsrun -tests $(BIN)/vm/nsrun-vm.test \
@@ -100,10 +112,13 @@ bench: bench-deps build
 	set -o pipefail; $(GO) test -p 1 -count=1 -run '^$$' -bench . -benchtime 200000x ./bpfdev/... | tee $(BIN)/bench-device.txt
 	$(BIN)/nsrun-bench -nsrun=$(BIN)/nsrun -results=bench/results -device=$(BIN)/bench-device.txt -strace $(BENCH_FLAGS)
 
-lint:
+# The monitor is built first: vet with -tags nsrun_monitor embeds it (and a
+# clean clone has neither it nor musl-gcc; deps installs that).
+lint: deps $(MONITOR)
 	@bad=$$(gofmt -l .); \
 		if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags $(TAGS) ./...
 	$(GO) vet -tags vmguest ./internal/vm/guest
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags vmguest ./internal/vm/guest
@@ -152,4 +167,4 @@ install: build man
 	$(BIN)/nsrun completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/nsrun.fish
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(MONITOR)

@@ -3,10 +3,17 @@ package nsexec
 import (
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
+	"github.com/nsrun/nsrun/internal/monitor"
 	"golang.org/x/sys/unix"
 )
+
+// MonitorFDEnv names, in the sandbox child's environment, the fd of the
+// monitor's memfd the parent passed (Launch.Start; only when it runs an
+// init). The workload's environment travels in the spec, not here.
+const monitorFDEnv = "NSRUN_MONITOR_FD"
 
 // forwardedSignals are the signals the init passes on to the workload. The
 // parent forwards what it receives to the init (the child it started).
@@ -33,6 +40,9 @@ func (c *child) runInit(path string) error {
 	if err := applySecurity(s); err != nil {
 		return err
 	}
+	// The monitor (internal/monitor) takes over as PID 1 when the parent
+	// passed it; if its exec fails, the Go init below does the work.
+	c.execMonitorInit(path, sigs)
 	files := make([]uintptr, 3+s.PreserveFDs)
 	for i := range files {
 		files[i] = uintptr(i)
@@ -91,4 +101,75 @@ func (c *child) supervise(pid int, sigs chan os.Signal) message {
 		}
 	}
 	return message{Kind: "exit", Status: 125}
+}
+
+// execMonitorInit replaces this process with the monitor in init mode
+// (internal/monitor/c/monitor.c, do_init), which does what runInit does
+// from here on: fork and exec the workload (session, controlling
+// terminal, parent-death signal, fds 0..2+PreserveFDs), write {started},
+// forward the same signals, reap orphans, write {exit} and exit with the
+// workload's status; a failed exec of the workload comes back as an
+// {error} of step exec with its errno, as from the Go init. Everything
+// the workload inherits from this thread (ids, capabilities,
+// no_new_privs, the seccomp filter) is in place already and survives
+// execve. The forwarded signals and SIGCHLD are blocked on this (locked)
+// thread before the exec; what the Go handlers had queued is passed on as
+// pending=. It returns only if there is no monitor or its exec failed.
+func (c *child) execMonitorInit(path string, sigs chan os.Signal) {
+	fd, err := strconv.Atoi(os.Getenv(monitorFDEnv))
+	if err != nil || fd < 3 {
+		return
+	}
+	mon := os.NewFile(uintptr(fd), "nsrun-monitor")
+	// Neither the monitor nor the Go init keeps it.
+	defer mon.Close()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return
+	}
+	block := []syscall.Signal{syscall.SIGCHLD}
+	for _, s := range forwardedSignals {
+		block = append(block, s.(syscall.Signal))
+	}
+	restore, err := monitor.BlockOnThread(block)
+	if err != nil {
+		return
+	}
+	var pending []os.Signal
+	var nums []int
+drain:
+	for {
+		select {
+		case sig := <-sigs:
+			pending = append(pending, sig)
+			if sig != syscall.SIGCHLD {
+				nums = append(nums, int(sig.(syscall.Signal)))
+			}
+		default:
+			break drain
+		}
+	}
+	syncFD := int(c.sync.Fd())
+	if _, err := unix.FcntlInt(uintptr(syncFD), unix.F_SETFD, 0); err == nil {
+		pty := "0"
+		if c.spec.Pty {
+			pty = "1"
+		}
+		argv := append([]string{"nsrun", monitor.InitArg,
+			"sync=" + strconv.Itoa(syncFD),
+			"fds=" + strconv.Itoa(c.spec.PreserveFDs),
+			"pty=" + pty,
+			"sigs=" + monitor.List(block[1:]),
+			"pending=" + monitor.List(nums),
+			"path=" + path,
+			"--"}, c.spec.Argv...)
+		_ = monitor.Exec(mon, argv, c.spec.Env)
+		_, _ = unix.FcntlInt(uintptr(syncFD), unix.F_SETFD, unix.FD_CLOEXEC)
+	}
+	restore()
+	for _, sig := range pending {
+		select {
+		case sigs <- sig:
+		default:
+		}
+	}
 }

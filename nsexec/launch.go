@@ -65,6 +65,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/nsrun/nsrun/internal/monitor"
 	"golang.org/x/sys/unix"
 )
 
@@ -122,7 +123,8 @@ type Launch struct {
 	childArgs func(syncFD int) []string // Join: nsenter's arguments
 	dec       *json.Decoder
 
-	final chan *message // the {exit} message of an init; closed when there is none
+	final    chan *message // the {exit} message of an init; closed when there is none
+	initRuns bool          // an init runs: its {exit} is still to come on sync
 }
 
 // Prepare validates spec and builds the command that starts the sandbox.
@@ -202,8 +204,16 @@ func (l *Launch) Start() (retErr error) {
 		l.closeRecord()
 		return fmt.Errorf("start sandbox: sync socket: %w", err)
 	}
-	syncFD := 3 + len(l.Cmd.ExtraFiles)
 	n := len(l.Cmd.ExtraFiles)
+	if l.join == nil && l.spec.Namespaces.Has(NSPID) && !l.spec.NoInit && monitor.Available() {
+		// An init becomes the monitor from this fd (init.go). It goes
+		// before the sync fd: the child closes every fd after that one.
+		if mon, err := monitor.Open(); err == nil {
+			l.Cmd.Env = append(l.Cmd.Env[:len(l.Cmd.Env):len(l.Cmd.Env)], monitorFDEnv+"="+strconv.Itoa(3+n))
+			l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, mon)
+		}
+	}
+	syncFD := 3 + len(l.Cmd.ExtraFiles)
 	l.Cmd.ExtraFiles = append(l.Cmd.ExtraFiles, child)
 	mapping := l.spec.Namespaces.Has(NSUser) && l.join == nil
 	switch {
@@ -363,7 +373,7 @@ func (l *Launch) exchange(timeout time.Duration) error {
 			}
 			l.InitPid = m.Pid
 			l.sync.setDeadline(time.Time{})
-			go l.readFinal()
+			l.initRuns = true // Wait (or the taker of a Handover) reads {exit}
 			return nil
 		case "error":
 			if m.Err == nil {
@@ -435,6 +445,37 @@ func (l *Launch) closeRecord() {
 	}
 }
 
+// Handover is what a process that takes over waiting for a started sandbox
+// in place of Wait (nsrun's monitor, after an execve) must be given: the
+// fds to keep open (clear close-on-exec on them) and, with an init, the
+// sync socket on which its {exit} message comes, as one JSON object a line
+// (encoding/json's), after Buffered, which this side read and did not
+// decode. The taker reads {"kind":"exit","status":N} or {...,"signal":N}
+// once the child ended (Wait's semantics: that status wins over the
+// child's own), and keeps Keep (the record of restrictions nsrun exec
+// reads, restrict.go) open until the sandbox ends.
+type Handover struct {
+	Sync     *os.File // nil without an init
+	Buffered []byte
+	Keep     []*os.File
+}
+
+// Handover returns what the taker of the wait needs (see Handover). Call it
+// after Start, instead of Wait.
+func (l *Launch) Handover() Handover {
+	var h Handover
+	if l.record != nil {
+		h.Keep = append(h.Keep, l.record)
+	}
+	if l.initRuns {
+		h.Sync = l.sync.f
+		if l.dec != nil {
+			h.Buffered, _ = io.ReadAll(l.dec.Buffered())
+		}
+	}
+	return h
+}
+
 // readFinal waits for the init's {exit} message.
 func (l *Launch) readFinal() {
 	var m message
@@ -450,6 +491,10 @@ func (l *Launch) readFinal() {
 // status the init saw for the workload; if the init itself was killed from
 // outside it is the init's death.
 func (l *Launch) Wait() (status int, signaled bool, sig syscall.Signal, err error) {
+	if l.initRuns {
+		l.initRuns = false
+		go l.readFinal()
+	}
 	werr := l.Cmd.Wait()
 	l.closeRecord()
 	var m *message

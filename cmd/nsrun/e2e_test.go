@@ -55,9 +55,16 @@ func setupE2E() (func() error, error) {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("copy NSRUN_BIN: %w", err)
 		}
-	} else if out, err := exec.Command("go", "build", "-o", nsrunBin, ".").CombinedOutput(); err != nil {
+	} else if out, err := buildNsrun(nsrunBin); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("build nsrun: %v\n%s", err, out)
+	}
+	// Under NSRUN_TEST_STRICT=1 the suite runs nsrun with its monitor
+	// (internal/monitor); the Go fallbacks are tested with
+	// NSRUN_TEST_NO_MONITOR=1 (monitor_test.go).
+	if err := checkMonitorBuilt(nsrunBin); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
 	testBox, err = box.Start(context.Background(), box.Options{Shares: []string{dir}})
 	if err != nil {

@@ -43,6 +43,9 @@ type heldSandbox struct {
 	waited   chan error // the workload's status
 	done     chan struct{}
 	decided  bool
+	// afterStart runs on the locked goroutine once the workload started
+	// (set before proceed).
+	afterStart func()
 }
 
 // spawnHeld prepares the sandbox and clones its child on a goroutine that
@@ -96,6 +99,9 @@ func spawnHeld(p *runPlan) (*heldSandbox, error) {
 			return
 		}
 		h.started <- nil
+		if h.afterStart != nil {
+			h.afterStart() // on this thread: the monitor's handover
+		}
 		h.waited <- sandboxStatus(launch.Wait())
 		close(h.done)
 	}()

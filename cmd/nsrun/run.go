@@ -551,9 +551,19 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	}
 	started := make(chan error, 1)
 	waited := make(chan error, 1)
+	handover := make(chan *handover, 1)
+	handoverErr := make(chan error, 1)
+	// The monitor takes over on the thread that started the child, or
+	// nothing does.
+	takeOver := func() {
+		if h := <-handover; h != nil {
+			handoverErr <- h.exec(sigs)
+		}
+	}
 	if pl.held != nil {
 		stopForTest("release")
 		waited = pl.held.waited
+		pl.held.afterStart = takeOver
 		started <- pl.held.proceed()
 	} else {
 		go func() {
@@ -563,10 +573,12 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 				return
 			}
 			started <- nil
+			takeOver()
 			waited <- wait()
 		}()
 	}
 	if err := <-started; err != nil {
+		close(handover)
 		w.done()
 		pl.abandon()
 		return startError(p, launch != nil, err)
@@ -581,6 +593,16 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	if launch != nil {
 		for _, warning := range launch.Warnings {
 			fmt.Fprintf(os.Stderr, "nsrun: warning: %s\n", warning)
+		}
+	}
+	// From here on the monitor does the rest (wait, forward, clean up) in
+	// place of this process, which it replaces; the Go loop below is the
+	// fallback (no monitor, the pty relay, a failed exec).
+	h := newHandover(p, pl, w, cmd, launch, relay)
+	handover <- h
+	if h != nil {
+		if err := <-handoverErr; err != nil {
+			fmt.Fprintf(os.Stderr, "nsrun: warning: the monitor did not take over: %v\n", err)
 		}
 	}
 	var status error

@@ -703,7 +703,7 @@ func TestSandboxNsrunKilledLeavesNothing(t *testing.T) {
 }
 
 // sandboxChildOf returns the pid of the sandbox child whose parent is pid
-// (0 if none).
+// (0 if none): nsrun's child that is not its watcher.
 func sandboxChildOf(pid int) int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -721,8 +721,10 @@ func sandboxChildOf(pid int) int {
 		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
 			continue
 		}
+		// Once the workload runs, the child may be the monitor (init
+		// mode) instead; the watcher is nsrun's other child.
 		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if strings.Contains(string(cmdline), "__nsrun-sandbox-child") {
+		if !strings.Contains(string(cmdline), watchArg) {
 			return p
 		}
 	}

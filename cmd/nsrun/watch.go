@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/nsrun/nsrun/delegate"
+	"github.com/nsrun/nsrun/internal/monitor"
 )
 
 // The watcher guarantees that the workload does not outlive nsrun, even
@@ -28,17 +29,17 @@ import (
 // Once the payload is empty and nsrun gone, the scope has no process left
 // and systemd stops and collects it.
 //
-// The watcher is the system shell running watchScript, not nsrun
-// re-executed: it only reads a pipe and writes a file, and a shell does that
-// for a fraction of the start-up cost and memory of a Go runtime (in the
-// box: 0.8 ms of CPU and 0.3 MiB proportional set size, against 5 ms and
-// 4 MiB). read, [ and echo are shell built-ins, so it runs nothing else. It
-// gets an empty environment and / as its directory.
+// The watcher is the monitor in watch mode (internal/monitor: a small
+// static C program executed from a sealed memfd), not nsrun re-executed: it
+// only reads a pipe and writes a file. Built without the monitor (or with
+// NSRUN_TEST_NO_MONITOR=1), it is the system shell running watchScript,
+// with the same contract: read, [ and echo are shell built-ins, so it runs
+// nothing else. Either gets an empty environment and / as its directory.
 const (
 	watchShell = "/bin/sh"
-	// watchArg is the watcher's $0: ps shows it, and tests tell the
-	// watcher from nsrun by it.
-	watchArg = "__nsrun-watch"
+	// watchArg is the watcher's argv[0] (the shell's $0): ps shows it, and
+	// tests tell the watcher from nsrun by it.
+	watchArg = monitor.WatchArg
 	// read returns non-zero at EOF; x holds "d" only if nsrun wrote it.
 	watchScript = `trap '' HUP INT QUIT TERM PIPE USR1 USR2 ALRM TSTP TTIN TTOU
 IFS= read -r x <&3
@@ -100,6 +101,11 @@ func startWatcher(kill *os.File) (*watcher, error) {
 		Dir:         "/",
 		ExtraFiles:  []*os.File{r, kill},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if monitor.Available() {
+		if f, err := monitor.Open(); err == nil {
+			cmd.Path, cmd.Args = monitor.Path(f), []string{watchArg}
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
