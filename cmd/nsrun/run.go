@@ -22,6 +22,7 @@ import (
 	"github.com/nsrun/nsrun/nsexec"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -696,6 +697,11 @@ func randomHex(n int) string {
 // that nothing is left behind. It changes nothing else.
 func stopForTest(point string) {
 	if os.Getenv("NSRUN_TEST_STOP_AT") == point {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		// To this thread: it stops before it runs on. A SIGSTOP to the
+		// process may be taken by another thread while this one goes
+		// on for a moment (past a release, say).
+		runtime.LockOSThread()
+		_ = unix.Tgkill(os.Getpid(), unix.Gettid(), syscall.SIGSTOP)
+		runtime.UnlockOSThread()
 	}
 }
