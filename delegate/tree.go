@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,14 +36,16 @@ type Tree struct {
 var ErrOtherProcesses = errors.New("the cgroup holds other processes")
 
 // Setup makes the supervisor and payload leaves below dir, moves the calling
-// process (all its threads) into the supervisor leaf, and enables every
-// controller dir has for the leaves. It writes only to files that belong to
+// process (all its threads) into the supervisor leaf and the processes
+// payload names (each with all its threads) into the payload leaf, and
+// enables every controller dir has for the leaves (which needs dir empty of
+// processes: whoever was moved into dir must be moved out first). It writes only to files that belong to
 // the delegatee: the leaves' cgroup.procs and dir's cgroup.subtree_control,
 // never to dir's resource files, which the manager owns.
 //
 // On error, what Setup made is removed again where it can be (the calling
 // process may have been moved already; it stays in the subtree).
-func Setup(dir string) (t *Tree, retErr error) {
+func Setup(dir string, payload ...int) (t *Tree, retErr error) {
 	t = &Tree{
 		Dir:        dir,
 		Supervisor: filepath.Join(dir, SupervisorLeaf),
@@ -56,16 +59,24 @@ func Setup(dir string) (t *Tree, retErr error) {
 			return nil, fmt.Errorf("make cgroup leaf: %w", err)
 		}
 	}
+	leaves := *t // t is nil by the time an error is returned
 	defer func() {
 		if retErr != nil {
-			_ = unix.Rmdir(t.Payload)
-			_ = unix.Rmdir(t.Supervisor)
+			_ = unix.Rmdir(leaves.Payload)
+			_ = unix.Rmdir(leaves.Supervisor)
 		}
 	}()
 	// "0" names the writing process; cgroup.procs moves the whole thread
 	// group, so every thread of the Go runtime comes along.
 	if err := writeFile(filepath.Join(t.Supervisor, "cgroup.procs"), "0"); err != nil {
 		return nil, fmt.Errorf("move nsrun into %s: %w", t.Supervisor, err)
+	}
+	// Right after: a migration waits for an RCU grace period unless one
+	// just passed, and one just did.
+	for _, pid := range payload {
+		if err := writeFile(filepath.Join(t.Payload, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return nil, fmt.Errorf("move process %d into %s: %w", pid, t.Payload, err)
+		}
 	}
 	avail, err := readWords(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {

@@ -19,6 +19,10 @@ type child struct {
 	spec *Spec
 	sync *os.File
 	enc  *json.Encoder
+	// hold: the child was cloned before its cgroup was ready (Launch.Hold):
+	// it stops before its cgroup namespace and the workload until the
+	// parent has moved it into payload/ and says go on (release).
+	hold bool
 }
 
 // ChildMain is the sandbox child: main() calls it when os.Args[1] is
@@ -29,13 +33,14 @@ func ChildMain() {
 	// per thread: everything from here runs on this thread, which execs the
 	// workload (or forks it, for an init).
 	runtime.LockOSThread()
-	fd, userns, join := -1, false, false
+	fd, userns, join, hold := -1, false, false, false
 	for _, a := range os.Args[2:] {
 		if v, ok := strings.CutPrefix(a, "--sync-fd="); ok {
 			fd, _ = strconv.Atoi(v)
 		}
 		userns = userns || a == "--userns"
 		join = join || a == "--join"
+		hold = hold || a == "--hold"
 	}
 	if fd < 3 {
 		fmt.Fprintln(os.Stderr, "nsrun: internal sandbox entry point: no sync fd")
@@ -44,7 +49,7 @@ func ChildMain() {
 	// Nothing the caller leaked reaches the sandbox, not even its init:
 	// the sync fd comes right after the preserved ones.
 	_ = unix.CloseRange(uint(fd)+1, ^uint(0), 0)
-	c := &child{sync: os.NewFile(uintptr(fd), "nsrun-sync")}
+	c := &child{sync: os.NewFile(uintptr(fd), "nsrun-sync"), hold: hold}
 	c.enc = json.NewEncoder(c.sync)
 	if userns {
 		c.waitMaps(fd)
@@ -97,10 +102,31 @@ func (c *child) waitMaps(fd int) {
 			c.fail(childErr("become root in the user namespace (uid 0 unmapped?)", err))
 		}
 	}
-	// An id change clears the parent death signal: set it again (a parent
-	// that died before this shows up as EOF on the sync socket).
+	// An id change clears the parent death signal: set it again.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0); err != nil {
 		c.fail(childErr("set parent death signal", err))
+	}
+	// A parent that died while it was cleared sent no signal. It closed
+	// its end of the sync socket before it let go of its children (the
+	// kernel closes a dying process's files before it reparents them), so
+	// a hang-up seen now means it is gone: the spec it wrote may all be
+	// here, but nobody supervises this sandbox.
+	c.exitIfParentGone(fd)
+}
+
+// exitIfParentGone exits quietly when the parent's end of the sync socket
+// is closed (the parent died).
+func (c *child) exitIfParentGone(fd int) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	for {
+		n, err := unix.Poll(pfd, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && n == 1 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+			os.Exit(125)
+		}
+		return
 	}
 }
 
@@ -131,10 +157,11 @@ func (c *child) run() error {
 			return err
 		}
 	}
-	if s.Namespaces.Has(NSCgroup) {
+	if s.Namespaces.Has(NSCgroup) && !c.hold {
 		// Unshared here, not cloned: clone3 takes the new namespace's root
 		// from the parent's cgroup (supervisor/), not from the
 		// CLONE_INTO_CGROUP target (payload/), which is where we are now.
+		// A held child is not in payload/ yet: it unshares once released.
 		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 			return childErr("unshare cgroup namespace", err)
 		}
@@ -159,7 +186,7 @@ func (c *child) run() error {
 		return childErr("read cap_last_cap", err)
 	}
 	if s.Namespaces.Has(NSMount) {
-		if err := setupMounts(s, c.warn); err != nil {
+		if err := setupMounts(s, c.warn, c.hold); err != nil {
 			return err
 		}
 	}
@@ -179,10 +206,64 @@ func (c *child) run() error {
 	if err != nil {
 		return err
 	}
+	if c.hold {
+		if err := c.waitRelease(); err != nil {
+			return err
+		}
+	}
 	if s.Namespaces.Has(NSPID) && !s.NoInit {
 		return c.runInit(path)
 	}
 	return c.execWorkload(path)
+}
+
+// waitRelease is the held child's second sync point: it reports that it
+// is set up ({held}), waits until the parent has moved it into payload/
+// and put the device policy, watcher and limits in force (one byte), then
+// takes its cgroup namespace, rooted where it now is, and mounts that
+// namespace's cgroup2 in the new root (the new root is "/" by now). A
+// parent that goes away instead (EOF) gets no workload: the child exits.
+func (c *child) waitRelease() error {
+	s := c.spec
+	if err := c.enc.Encode(message{Kind: "held"}); err != nil {
+		os.Exit(125) // the parent is gone
+	}
+	var b [1]byte
+	for {
+		n, err := unix.Read(int(c.sync.Fd()), b[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if n == 0 && err == nil {
+			os.Exit(125) // the parent went away without releasing it
+		}
+		if err == nil && b[0] == '\n' {
+			// The spec's newline: the spec's decoder may stop right
+			// before it.
+			continue
+		}
+		if err != nil || b[0] != released {
+			return childErr("wait for the parent to release the sandbox", fmt.Errorf("unexpected reply from the parent (%q, %v)", b[0], err))
+		}
+		break
+	}
+	if !s.Namespaces.Has(NSCgroup) {
+		return nil
+	}
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return childErr("unshare cgroup namespace", err)
+	}
+	if s.newRoot() {
+		root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return childErr("open /", err)
+		}
+		defer unix.Close(root)
+		if err := mountCgroup(root); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // execWorkload is the end of every child: a session of its own (with the

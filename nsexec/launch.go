@@ -2,7 +2,8 @@ package nsexec
 
 // The exchange between nsrun (the parent, in supervisor/) and the sandbox
 // child (nsrun re-executed as "nsrun __nsrun-sandbox-child --sync-fd=N",
-// cloned straight into payload/ and into the new namespaces). The sync
+// cloned straight into payload/ and into the new namespaces, or, with
+// Hold, cloned early and moved there by the caller before Release). The sync
 // socket is a SOCK_STREAM socketpair carrying JSON values; the child's end is
 // close-on-exec, so exec'ing the workload closes it.
 //
@@ -13,18 +14,27 @@ package nsexec
 //	write uid_map/gid_map
 //	  (newuidmap/newgidmap if unprivileged)
 //	 with a user namespace:
-//	byte 'M' ───────────────────────────────► setresuid/gid(0) unless already root
+//	byte 'M' ───────────────────────────────► setresuid/gid(0) unless already root;
+//	                                          Pdeathsig again, then exit if the
+//	                                          parent's end hung up meanwhile
 //	                                          (capabilities kept through the
 //	                                          unmapped execve as ambient ones)
 //	send Spec ──────────────────────────────► decode Spec; refuse the host mount ns
 //	                                          unshare time (only with offsets) and cgroup ns
+//	                                          (not held)
 //	                                          non-dumpable; hostname; lo up
 //	                                          mounts, masks, pivot_root
-//	                                          setsid, ids, caps, no_new_privs, seccomp
 //	           ◄──────────────────────────── {warn} ... (what could not be overlaid)
 //	           ◄──────────────────────────── with Spec.Pty: {pty} + the master fd
 //	                                          (SCM_RIGHTS; /dev/ptmx of the
 //	                                          sandbox, slave on 0, 1, 2)
+//	 with Launch.Hold (cloned before its cgroup exists, not into payload/;
+//	 "--hold"): the cgroup namespace is not unshared nor cgroup2 mounted yet
+//	           ◄──────────────────────────── {held}; blocks reading fd N
+//	  (nsrun moves it into payload/, ...)
+//	byte 'G' (Release) ─────────────────────► unshare cgroup ns (rooted at payload/),
+//	  or the child killed (Abort)              cgroup2 on /sys/fs/cgroup; EOF: exit
+//	                                          setsid, ids, caps, no_new_privs, seccomp
 //	 (a) no init (no pid ns, or NoInit):
 //	           ◄──────────────────────────── {exec}; execve(workload)
 //	EOF (fd closed on exec) = running;        or, if execve failed:
@@ -43,6 +53,7 @@ package nsexec
 // sandbox's restrictions for nsrun exec (restrict.go) until Wait returns.
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +63,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/nsrun/nsrun/internal/monitor"
 	"golang.org/x/sys/unix"
@@ -60,6 +72,9 @@ import (
 // mapsWritten is the byte that tells a child in a new user namespace that
 // its id maps are in place.
 const mapsWritten = 'M'
+
+// released is the byte that lets a held child (Launch.Hold) go on.
+const released = 'G'
 
 // message is one value on the sync socket from child to parent.
 type message struct {
@@ -84,8 +99,18 @@ type Launch struct {
 	// when an init runs as PID 1 (0 otherwise).
 	InitPid int
 
-	// Timeout bounds Start (DefaultStartTimeout when zero).
+	// Timeout bounds Start (DefaultStartTimeout when zero), and Release.
 	Timeout time.Duration
+
+	// Hold starts a child before its cgroup is ready (nsrun clones it
+	// while systemd makes the scope): it sets up its namespaces and root
+	// but takes its cgroup namespace and starts the workload only once
+	// Release says so, after the caller moved it where it belongs.
+	Hold bool
+	// Spawned, when set, is called with the child's pid as soon as it
+	// exists (before its id maps are written).
+	Spawned func(pid int)
+	held    bool
 
 	spec   *Spec
 	sync   *syncConn // parent end
@@ -150,6 +175,11 @@ func (l *Launch) Spec() *Spec { return l.spec }
 // not answer in time (stopped, stuck) is killed and Start returns an error
 // wrapping ErrStartTimeout. Call it from a locked OS thread when Pdeathsig
 // is set, and keep that thread until Wait returns.
+//
+// With Hold, Start returns once the child is set up but has neither its
+// cgroup namespace nor the workload (see Hold); then Release or Abort, from
+// the same goroutine. A held Start that fails leaves the child killed but
+// not reaped, so its pid cannot be reused before Abort (or Wait) reaps it.
 func (l *Launch) Start() (retErr error) {
 	if l.spec.PreserveFDs != len(l.Cmd.ExtraFiles) {
 		return fmt.Errorf("start sandbox: spec preserves %d fds but %d were given", l.spec.PreserveFDs, len(l.Cmd.ExtraFiles))
@@ -195,6 +225,9 @@ func (l *Launch) Start() (retErr error) {
 		if mapping {
 			l.Cmd.Args = append(l.Cmd.Args, "--userns")
 		}
+		if l.Hold {
+			l.Cmd.Args = append(l.Cmd.Args, "--hold")
+		}
 	}
 	err = l.Cmd.Start()
 	child.Close()
@@ -209,23 +242,16 @@ func (l *Launch) Start() (retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			_ = l.Cmd.Process.Kill()
-			_ = l.Cmd.Wait()
-			l.sync.Close()
-			l.closeRecord()
-			if l.pty != nil {
-				l.pty.Close()
-				l.pty = nil
-			}
+			l.cleanUp()
 		}
 	}()
 	if l.startHook != nil {
 		l.startHook(l.Cmd.Process.Pid)
 	}
-	timeout := l.Timeout
-	if timeout <= 0 {
-		timeout = DefaultStartTimeout
+	if l.Spawned != nil {
+		l.Spawned(l.Cmd.Process.Pid)
 	}
+	timeout := l.timeout()
 	deadline := time.Now().Add(timeout)
 	l.sync.setDeadline(deadline)
 	if mapping {
@@ -240,6 +266,71 @@ func (l *Launch) Start() (retErr error) {
 		return l.broken("send the spec", err, timeout)
 	}
 	l.dec = json.NewDecoder(l.sync)
+	return l.exchange(timeout)
+}
+
+// Release lets a held child (Hold, after Start returned) go on: it takes
+// its cgroup namespace where it now is, mounts its cgroup2, and starts the
+// workload. Release returns as Start does without Hold, under a new
+// Timeout; a failure kills and reaps the child.
+func (l *Launch) Release() (retErr error) {
+	if !l.Hold || !l.held {
+		return fmt.Errorf("start sandbox: release of a child that is not held")
+	}
+	// From here on the child is an ordinary one: reaped on failure.
+	l.held, l.Hold = false, false
+	defer func() {
+		if retErr != nil {
+			l.cleanUp()
+		}
+	}()
+	timeout := l.timeout()
+	l.sync.setDeadline(time.Now().Add(timeout))
+	if _, err := l.sync.Write([]byte{released}); err != nil {
+		return l.broken("release the sandbox", err, timeout)
+	}
+	return l.exchange(timeout)
+}
+
+// Abort kills a held child (Hold) that is not to be released, or reaps one
+// whose Start failed, and releases what the launch holds. Call it from the
+// goroutine that called Start.
+func (l *Launch) Abort() {
+	if l.Cmd.Process == nil || l.Cmd.ProcessState != nil {
+		return
+	}
+	l.Hold = false // reap now
+	l.held = false
+	l.cleanUp()
+}
+
+// cleanUp kills the child and closes what the launch holds; it reaps the
+// child unless it is held (Hold), whose pid must stay taken until Abort.
+func (l *Launch) cleanUp() {
+	_ = l.Cmd.Process.Kill()
+	if !l.Hold && l.Cmd.ProcessState == nil {
+		_ = l.Cmd.Wait()
+	}
+	if l.sync != nil {
+		l.sync.Close()
+	}
+	l.closeRecord()
+	if l.pty != nil {
+		l.pty.Close()
+		l.pty = nil
+	}
+}
+
+func (l *Launch) timeout() time.Duration {
+	if l.Timeout <= 0 {
+		return DefaultStartTimeout
+	}
+	return l.Timeout
+}
+
+// exchange reads the child's messages until the workload runs (or, for a
+// held child, until it is set up), or the child failed.
+func (l *Launch) exchange(timeout time.Duration) error {
 	execing := false
 	for {
 		var m message
@@ -267,6 +358,13 @@ func (l *Launch) Start() (retErr error) {
 				return fmt.Errorf("start sandbox: the child sent no pty master, or two")
 			}
 			l.pty = os.NewFile(uintptr(fd), "pty master")
+		case "held":
+			if !l.Hold || l.held {
+				return fmt.Errorf("start sandbox: unexpected message %q", m.Kind)
+			}
+			l.held = true
+			l.sync.setDeadline(time.Time{})
+			return nil
 		case "exec":
 			execing = true
 		case "started":
@@ -307,13 +405,37 @@ func (l *Launch) broken(step string, err error, timeout time.Duration) error {
 	return fmt.Errorf("start sandbox: %s: %w", step, l.childGone(err))
 }
 
-// childGone turns a broken sync socket into the child's exit status.
+// childGone turns a broken sync socket into the child's exit status. A
+// held child's is read without reaping it (Hold).
 func (l *Launch) childGone(err error) error {
 	_ = l.Cmd.Process.Kill()
+	if l.Hold {
+		var info unix.Siginfo
+		if werr := unix.Waitid(unix.P_PID, l.Cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); werr == nil {
+			return fmt.Errorf("sandbox child died before the workload ran (%s)", describeSiginfo(&info))
+		}
+		return fmt.Errorf("sandbox child ended before the workload ran (%v)", err)
+	}
 	if werr := l.Cmd.Wait(); werr != nil {
 		return fmt.Errorf("sandbox child died before the workload ran (%v)", werr)
 	}
 	return fmt.Errorf("sandbox child ended before the workload ran (%v)", err)
+}
+
+// describeSiginfo says how a child ended, as os.ProcessState does.
+func describeSiginfo(info *unix.Siginfo) string {
+	// The siginfo of a child's death: si_code, then si_status (exit code or
+	// signal) after si_pid and si_uid.
+	code := info.Code
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(info)), unsafe.Sizeof(*info))
+	status := int32(binary.NativeEndian.Uint32(raw[24:28]))
+	switch code {
+	case 1: // CLD_EXITED
+		return fmt.Sprintf("exit status %d", status)
+	case 2, 3: // CLD_KILLED, CLD_DUMPED
+		return "signal: " + unix.SignalName(syscall.Signal(status))
+	}
+	return fmt.Sprintf("code %d, status %d", code, status)
 }
 
 func (l *Launch) closeRecord() {

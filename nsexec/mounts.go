@@ -102,15 +102,21 @@ func (r *rootfs) mountSys() error {
 	if err != nil {
 		return childErr("mount /sys", err)
 	}
-	if !r.spec.Namespaces.Has(NSCgroup) {
+	if !r.spec.Namespaces.Has(NSCgroup) || r.cgroupLater {
 		return nil
 	}
+	return mountCgroup(r.root)
+}
+
+// mountCgroup mounts a cgroup2 of this process's cgroup namespace on
+// sys/fs/cgroup below root (an fd of the sandbox's root).
+func mountCgroup(root int) error {
 	cg, err := newFS("cgroup2", attrSafe)
 	if err != nil {
 		return childErr("mount /sys/fs/cgroup", err)
 	}
 	defer unix.Close(cg)
-	target, err := openIn(r.root, "sys/fs/cgroup", true)
+	target, err := openIn(root, "sys/fs/cgroup", true)
 	if err != nil {
 		return childErr("mount /sys/fs/cgroup", err)
 	}

@@ -51,6 +51,9 @@ type rootfs struct {
 	fds  []int
 	// legacyLowerdir: the kernel refused "lowerdir+" (before 6.8).
 	legacyLowerdir bool
+	// cgroupLater: the cgroup namespace does not exist yet (a held
+	// child); its cgroup2 is mounted once it does (waitRelease).
+	cgroupLater bool
 }
 
 func (r *rootfs) keep(fd int) int { r.fds = append(r.fds, fd); return fd }
@@ -61,11 +64,11 @@ func (r *rootfs) closeAll() {
 	}
 }
 
-func setupMounts(s *Spec, warn func(string, ...any)) error {
+func setupMounts(s *Spec, warn func(string, ...any), cgroupLater bool) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return childErr("make mounts private", err)
 	}
-	r := &rootfs{spec: s, warn: warn}
+	r := &rootfs{spec: s, warn: warn, cgroupLater: cgroupLater}
 	defer r.closeAll()
 	if !s.newRoot() {
 		return r.inPlace()

@@ -22,6 +22,7 @@ import (
 	"github.com/nsrun/nsrun/nsexec"
 	"github.com/nsrun/nsrun/units"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -254,10 +255,31 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	}
 	e := startEarly(p)
 	defer e.close()
-	pl, err := place(ctx, p)
+	var held *heldSandbox // a sandbox child cloned while systemd makes the scope (overlap.go)
+	pl, err := place(ctx, p, func() ([]int, error) {
+		if p.spec == nil {
+			return nil, nil
+		}
+		var err error
+		if held, err = spawnHeld(p); err != nil {
+			return nil, err
+		}
+		stopForTest("spawned")
+		return []int{held.pid}, nil
+	})
 	if err != nil {
+		if held != nil {
+			// A child that failed early is gone before systemd or
+			// nsrun could move it (a user manager cannot move a
+			// zombie): its own error is the one to report.
+			if cerr := held.wait(); cerr != nil {
+				err = startError(p, true, cerr)
+			}
+		}
+		held.abort()
 		return err
 	}
+	pl.held = held
 	pl.watch = startWatcherAsync(pl.tree)
 	problems, err = verify(pl, p, onHost)
 	if err != nil {
@@ -286,12 +308,14 @@ type placement struct {
 	mount   string // the cgroup2 mount
 	manager units.Manager
 	watch   *pendingWatcher // started once the leaves exist
+	held    *heldSandbox    // the sandbox child, in payload/, not yet released
 }
 
 // abandon gives up a placement before any workload ran: the watcher is
 // released, the empty payload leaf goes, and a scope (holding only nsrun)
 // is stopped and collected by systemd once nsrun exits.
 func (pl *placement) abandon() {
+	pl.held.abort()
 	if pl.watch != nil {
 		if w, err := pl.watch.wait(); err == nil {
 			w.done()
@@ -301,8 +325,9 @@ func (pl *placement) abandon() {
 }
 
 // place decides between in-place and a new scope (--scope), and sets up the
-// leaves.
-func place(ctx context.Context, p *runPlan) (*placement, error) {
+// leaves. With a scope to make, spawn is called first: the processes it
+// starts go into the scope with nsrun and then into payload/.
+func place(ctx context.Context, p *runPlan, spawn func() ([]int, error)) (*placement, error) {
 	mount, err := cgv2.Mount()
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("find the cgroup v2 hierarchy: %w", err)}
@@ -335,14 +360,19 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 	if err := checkScopeTasksMax(mount, p.scope.Properties, p.spec != nil); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
+	payload, err := spawn()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := units.Dial(ctx, p.manager)
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
 	defer conn.Close() // nothing more to ask once the scope runs
-	// nsrun moves itself into the scope before the workload exists, so the
-	// workload never runs outside it.
-	p.scope.PIDs = []int{os.Getpid()}
+	// nsrun moves itself (and a sandbox child that is not yet running the
+	// workload) into the scope before the workload exists, so the workload
+	// never runs outside it.
+	p.scope.PIDs = append([]int{os.Getpid()}, payload...)
 	if err := conn.StartScope(ctx, p.scope); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
@@ -356,11 +386,35 @@ func place(ctx context.Context, p *runPlan) (*placement, error) {
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
-	if pl.tree, err = delegate.Setup(delegate.ScopeDir(mount, cg)); err != nil {
+	if pl.tree, err = delegate.Setup(delegate.ScopeDir(mount, cg), payload...); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("take over %s: %w", p.scope.Name, err)}
 	}
 	stopForTest("leaves")
 	return pl, nil
+}
+
+// startError maps a failed start of the workload (or of the sandbox
+// child) to nsrun's exit status: 127 not found, 126 not executable.
+func startError(p *runPlan, sandbox bool, err error) error {
+	code := exitNsrunFailed
+	switch {
+	case errors.Is(err, nsexec.ErrCommandNotFound):
+		code = exitNotFound
+	case errors.Is(err, nsexec.ErrCommandNotExecutable):
+		code = exitNotExecutable
+	case sandbox:
+	case errors.Is(err, fs.ErrPermission):
+		code = exitNotExecutable
+	case errors.Is(err, fs.ErrNotExist):
+		code = exitNotFound
+	}
+	if p.proc.dir != "" && errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(p.proc.dir); serr != nil {
+			code = exitNsrunFailed
+			err = fmt.Errorf("--chdir %s: %w", p.proc.dir, serr)
+		}
+	}
+	return &exitError{code: code, err: fmt.Errorf("start %s: %w", p.argv[0], err)}
 }
 
 func withHint(err error) error {
@@ -465,7 +519,12 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	}
 	start, wait := cmd.Start, func() error { return workloadStatus(cmd, cmd.Wait()) }
 	var launch *nsexec.Launch
-	if p.spec != nil {
+	if pl.held != nil {
+		// Cloned while systemd made the scope, set up and waiting in
+		// payload/ (overlap.go).
+		launch = pl.held.launch
+		cmd = launch.Cmd
+	} else if p.spec != nil {
 		// The sandbox child (nsrun re-executed with the clone flags) is
 		// born in payload/ the same way; it makes the workload's session,
 		// terminal and ids itself, so only stdio, fds, cgroup and
@@ -495,42 +554,35 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	waited := make(chan error, 1)
 	handover := make(chan *handover, 1)
 	handoverErr := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		// The monitor takes over on this thread, or nothing does.
+	// The monitor takes over on the thread that started the child, or
+	// nothing does.
+	takeOver := func() {
 		if h := <-handover; h != nil {
 			handoverErr <- h.exec(sigs)
 		}
-		waited <- wait()
-	}()
+	}
+	if pl.held != nil {
+		stopForTest("release")
+		waited = pl.held.waited
+		pl.held.afterStart = takeOver
+		started <- pl.held.proceed()
+	} else {
+		go func() {
+			runtime.LockOSThread()
+			if err := start(); err != nil {
+				started <- err
+				return
+			}
+			started <- nil
+			takeOver()
+			waited <- wait()
+		}()
+	}
 	if err := <-started; err != nil {
 		close(handover)
 		w.done()
 		pl.abandon()
-		code := exitNsrunFailed
-		switch {
-		case errors.Is(err, nsexec.ErrCommandNotFound):
-			code = exitNotFound
-		case errors.Is(err, nsexec.ErrCommandNotExecutable):
-			code = exitNotExecutable
-		case launch != nil:
-		case errors.Is(err, fs.ErrPermission):
-			code = exitNotExecutable
-		case errors.Is(err, fs.ErrNotExist):
-			code = exitNotFound
-		}
-		if p.proc.dir != "" && errors.Is(err, fs.ErrNotExist) {
-			if _, serr := os.Stat(p.proc.dir); serr != nil {
-				code = exitNsrunFailed
-				err = fmt.Errorf("--chdir %s: %w", p.proc.dir, serr)
-			}
-		}
-		return &exitError{code: code, err: fmt.Errorf("start %s: %w", p.argv[0], err)}
+		return startError(p, launch != nil, err)
 	}
 	if launch != nil && p.proc.pty {
 		relay = sandboxRelay(launch)
@@ -645,6 +697,11 @@ func randomHex(n int) string {
 // that nothing is left behind. It changes nothing else.
 func stopForTest(point string) {
 	if os.Getenv("NSRUN_TEST_STOP_AT") == point {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		// To this thread: it stops before it runs on. A SIGSTOP to the
+		// process may be taken by another thread while this one goes
+		// on for a moment (past a release, say).
+		runtime.LockOSThread()
+		_ = unix.Tgkill(os.Getpid(), unix.Gettid(), syscall.SIGSTOP)
+		runtime.UnlockOSThread()
 	}
 }

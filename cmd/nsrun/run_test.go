@@ -609,3 +609,124 @@ func TestSandboxDevOnlyAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxNsrunKilledLeavesNothing: with a scope to make, the sandbox
+// child is cloned before the scope exists and waits, set up, until nsrun
+// releases it. SIGKILL to nsrun at each point of that (child cloned, scope
+// made, child in payload/, watcher and limits ready) and right after the
+// workload started: the child and the workload die, the workload never
+// runs unless released, and the unit and its cgroup are gone.
+func TestSandboxNsrunKilledLeavesNothing(t *testing.T) {
+	requireBox(t)
+	for _, u := range []*box.User{nil, boxUser(t)} {
+		for _, point := range []string{"spawned", "scope", "leaves", "release", "started"} {
+			name := point + "/root"
+			if u != nil {
+				name = point + "/user"
+			}
+			t.Run(name, func(t *testing.T) {
+				unit := uniqueName(t, "e2e-skill")
+				marker := strconv.FormatInt(1e6+time.Now().UnixNano()%1e6, 10)
+				g := newGate(t, u)
+				ranFile := g.dir + "/ran"
+				script := fmt.Sprintf(`echo ran > %s; exec sleep %s`, ranFile, marker)
+				cmd := nsrun(context.Background(), u, "-q", "--unit="+unit, "--sandbox", "--bind="+g.dir, "--", "sh", "-c", script)
+				if cmd.Env == nil {
+					cmd.Env = os.Environ()
+				}
+				cmd.Env = append(cmd.Env, "NSRUN_TEST_STOP_AT="+point)
+				var stderr strings.Builder
+				cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				waited := false
+				defer func() {
+					if !waited {
+						_ = cmd.Process.Kill()
+						_ = cmd.Wait()
+					}
+				}()
+				deadline := time.Now().Add(15 * time.Second)
+				pid := 0
+				for pid == 0 || procState(pid) != "T" {
+					if time.Now().After(deadline) {
+						t.Fatalf("nsrun did not stop at %q (it said: %s)", point, stderr.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+					for _, p := range markedPids(marker) {
+						comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+						if strings.TrimSpace(string(comm)) == "nsrun" {
+							pid = p
+						}
+					}
+				}
+				child := sandboxChildOf(pid)
+				if child == 0 {
+					t.Fatalf("no sandbox child of nsrun (pid %d) at %q", pid, point)
+				}
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				_ = cmd.Process.Signal(syscall.SIGCONT)
+				_ = cmd.Wait()
+				waited = true
+				waitUnitGone(t, u, unit+".scope")
+				deadline = time.Now().Add(10 * time.Second)
+				for procState(child) != "" || len(markedPids(marker)) > 0 {
+					if time.Now().After(deadline) {
+						t.Fatalf("sandbox child %d (state %q) or workload %v still there after nsrun was killed at %q",
+							child, procState(child), markedPids(marker), point)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if _, err := testBox.Run(context.Background(), "test", "-e", ranFile); err == nil && point != "started" {
+					t.Errorf("the workload ran although nsrun was killed at %q, before it released the sandbox", point)
+				}
+				slice := "system.slice"
+				if u != nil {
+					slice = "user.slice"
+				}
+				var left []string
+				_ = filepath.WalkDir(filepath.Join(testBox.Cgroup(), slice), func(path string, d os.DirEntry, err error) error {
+					if err == nil && d.IsDir() && strings.Contains(d.Name(), unit) {
+						left = append(left, path)
+					}
+					return nil
+				})
+				if len(left) > 0 {
+					t.Errorf("cgroups left behind: %v", left)
+				}
+			})
+		}
+	}
+}
+
+// sandboxChildOf returns the pid of the sandbox child whose parent is pid
+// (0 if none): nsrun's child that is not its watcher.
+func sandboxChildOf(pid int) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		// Once the workload runs, the child may be the monitor (init
+		// mode) instead; the watcher is nsrun's other child.
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !strings.Contains(string(cmdline), watchArg) {
+			return p
+		}
+	}
+	return 0
+}
