@@ -1,6 +1,7 @@
 package bpfdev
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -126,11 +127,23 @@ func findOurs(c *cgroup) ([]*ours, error) {
 	var found []*ours
 	for _, id := range ids {
 		prog, err := ebpf.NewProgramFromID(id)
-		if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
 			continue // detached meanwhile
 		}
+		if err != nil {
+			// Not "not ours": a program that cannot be opened (no fd
+			// left, say) cannot be told apart, and the caller must not
+			// conclude that none is attached.
+			closeAll(found)
+			return nil, fmt.Errorf("open attached program %d: %w", id, err)
+		}
 		info, err := prog.Info()
-		if err != nil || info.Name != ProgramName {
+		if err != nil {
+			prog.Close()
+			closeAll(found)
+			return nil, fmt.Errorf("read attached program %d: %w", id, err)
+		}
+		if info.Name != ProgramName {
 			prog.Close()
 			continue
 		}
