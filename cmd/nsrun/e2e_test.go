@@ -420,14 +420,21 @@ func cgroupComms(t *testing.T, dir string) []string {
 
 func nsrunPid(t *testing.T, unit string) int {
 	t.Helper()
-	for pid, comm := range scopeProcs(t, unit) {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if comm == "nsrun" && !strings.Contains(string(cmdline), watchArg) {
-			return pid
+	// Between nsrun's execve of the monitor and the monitor naming itself
+	// (PR_SET_NAME), its comm is the memfd's fd number: look again then.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for pid, comm := range scopeProcs(t, unit) {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if comm == "nsrun" && !strings.Contains(string(cmdline), watchArg) {
+				return pid
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no nsrun process in %s", unit)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("no nsrun process in %s", unit)
-	return 0
 }
 
 func TestSignalsAreForwarded(t *testing.T) {
