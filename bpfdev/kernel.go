@@ -242,13 +242,23 @@ func (o *ours) rules() (Table, error) {
 }
 
 // load makes the program and its maps for t.
+//
+// Putting the rules map into the outer map's slot waits for an RCU grace
+// period (BPF_MAP_UPDATE_ELEM on a map-in-map synchronizes with running
+// programs), milliseconds, so it goes first, from a goroutine, while the
+// rules map is filled and the program loaded. Nothing can run the program
+// meanwhile (it is attached nowhere), so no check ever sees the rules map
+// half filled.
 func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
-	rules, err := newRules(t)
-	if err != nil {
+	permission := func(err error) error {
 		if !privileged() {
-			err = fmt.Errorf("%w: %v", ErrPermission, err)
+			return fmt.Errorf("%w: %v", ErrPermission, err)
 		}
-		return nil, nil, err
+		return err
+	}
+	rules, err := ebpf.NewMap(innerSpec(len(t)))
+	if err != nil {
+		return nil, nil, permission(fmt.Errorf("create rules map: %w", err))
 	}
 	defer rules.Close() // the outer map keeps it
 	outer, err := ebpf.NewMap(&ebpf.MapSpec{
@@ -262,14 +272,33 @@ func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("create policy map: %w", err)
 	}
-	if err := outer.Put(uint32(0), rules); err != nil {
+	put := make(chan error, 1)
+	go func() { put <- outer.Put(uint32(0), rules) }()
+	prog, err := fillAndLoad(t, rules, outer)
+	if perr := <-put; perr != nil && err == nil {
+		err = fmt.Errorf("fill policy map: %w", perr)
+	}
+	if err != nil {
+		if prog != nil {
+			prog.Close()
+		}
 		outer.Close()
-		return nil, nil, fmt.Errorf("fill policy map: %w", err)
+		return nil, nil, err
+	}
+	return prog, outer, nil
+}
+
+// fillAndLoad writes t into the rules map and loads the program over the
+// outer map.
+func fillAndLoad(t Table, rules, outer *ebpf.Map) (*ebpf.Program, error) {
+	for p, v := range t {
+		if err := rules.Put(marshalKey(p), marshalVerdict(v)); err != nil {
+			return nil, fmt.Errorf("fill rules map: %w", err)
+		}
 	}
 	insns := Instructions()
 	if err := insns.AssociateMap(outerName, outer); err != nil {
-		outer.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
 		Name:         ProgramName,
@@ -279,13 +308,12 @@ func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
 		License:      "GPL",
 	}, ebpf.ProgramOptions{})
 	if err != nil {
-		outer.Close()
 		if !privileged() {
 			err = fmt.Errorf("%w: %v", ErrPermission, err)
 		}
-		return nil, nil, fmt.Errorf("load device program: %w", err)
+		return nil, fmt.Errorf("load device program: %w", err)
 	}
-	return prog, outer, nil
+	return prog, nil
 }
 
 // Loaded is nsrun's device program loaded with a policy's rules, attached
