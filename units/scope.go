@@ -97,8 +97,8 @@ func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 	defer cancel()
 	for {
 		var result string
-		if raw, via := c.takeRaw(); raw != nil {
-			w := &wire{conn: raw, r: bufio.NewReaderSize(raw, 16<<10), via: via}
+		if raw, via, authed := c.takeRaw(); raw != nil {
+			w := &wire{conn: raw, r: bufio.NewReaderSize(raw, 16<<10), via: via, authSent: authed}
 			result, err = w.startTransientUnit(ctx, spec.Name, "fail", props)
 			raw.Close() // nothing more to read: the job is done
 		} else {

@@ -25,6 +25,11 @@ package units
 //	  |<--------------------------------------------------|  job path until the reply names ours
 //	  close once our job's JobRemoved is in
 //
+// The authentication may also go out on its own as soon as the socket is
+// connected (Conn.StartAuth), so that systemd's per-connection set-up (its
+// OK comes 1 to 2 ms after it reads the authentication) overlaps the
+// caller's planning; the call follows alone once it is ready.
+//
 // A message (D-Bus specification, "Message Format"): 12 fixed bytes
 // (endianness 'l' or 'B', type, flags, version, body length, serial), the
 // header field array a(yv) (its byte length first), padding to 8, body.
@@ -302,10 +307,14 @@ type wire struct {
 	r    *bufio.Reader
 	via  string
 	buf  []byte // the current message's header, and its body when read
+	// authSent: the authentication went out already (Conn.StartAuth);
+	// only the call is written.
+	authSent bool
 }
 
-// startTransientUnit sends the authentication and StartTransientUnit(name,
-// mode, props, no auxiliary units) in one write and reads until the job's
+// startTransientUnit sends the authentication (unless sent already:
+// authSent) and StartTransientUnit(name, mode, props, no auxiliary units)
+// in one write and reads until the job's
 // JobRemoved signal: it returns the job's result ("done", "failed", ...).
 // A D-Bus error reply is returned as a godbus.Error; a connection that
 // ends early as a *droppedError; a context that ends as its error.
@@ -330,7 +339,11 @@ func (w *wire) startTransientUnit(ctx context.Context, name, mode string, props 
 		return "", err
 	}
 
-	if _, err := w.conn.Write(append(authPreamble(os.Getuid()), call...)); err != nil {
+	out := call
+	if !w.authSent {
+		out = append(authPreamble(os.Getuid()), call...)
+	}
+	if _, err := w.conn.Write(out); err != nil {
 		return fail(err, false)
 	}
 	line, err := w.r.ReadSlice('\n')

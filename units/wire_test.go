@@ -348,6 +348,29 @@ func TestWireResults(t *testing.T) {
 	}
 }
 
+// A wire whose authentication went out early (Conn.StartAuth) sends the
+// call alone: the manager reads one preamble, then the call.
+func TestWireAuthSentEarly(t *testing.T) {
+	le := binary.LittleEndian
+	const job = "/org/freedesktop/systemd1/job/5"
+	w := fakeManager(t,
+		encodeMsg(t, returnMsg(callSerial, godbus.ObjectPath(job)), le, 100),
+		encodeMsg(t, jobRemovedMsg(5, job, "x.scope", "done"), le, 101))
+	c := &Conn{raw: w.conn, via: "fake"}
+	c.StartAuth()
+	raw, _, authed := c.takeRaw()
+	if raw != w.conn || !authed {
+		t.Fatalf("takeRaw = %v, authed %v; want the socket, authenticated", raw, authed)
+	}
+	c.StartAuth() // taken: nothing to send
+	w.authSent = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if result, err := w.startTransientUnit(ctx, "x.scope", "fail", nil); err != nil || result != "done" {
+		t.Errorf("result %q, err %v; want done", result, err)
+	}
+}
+
 func TestWireAuthRefused(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
