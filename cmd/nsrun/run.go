@@ -243,6 +243,14 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// From here nsrun may open files and start threads of its own: the
+	// device program loads (its map-in-map update waits for an RCU grace
+	// period) and the connection to the manager authenticates while
+	// nsrun checks what it can enforce.
+	e := startEarly(p)
+	defer e.close()
+	dial := dialEarly(ctx, p)
+	defer dial.close()
 	// Fail closed: a limit systemd would accept but cannot enforce is
 	// refused unless the user allowed degrading. A controller the whole
 	// hierarchy lacks is found before anything exists.
@@ -253,10 +261,8 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 	if err := refuseOrWarn(problems, o.allowDegraded); err != nil {
 		return err
 	}
-	e := startEarly(p)
-	defer e.close()
 	var held *heldSandbox // a sandbox child cloned while systemd makes the scope (overlap.go)
-	pl, err := place(ctx, p, func() ([]int, error) {
+	pl, err := place(ctx, p, dial, func() ([]int, error) {
 		if p.spec == nil {
 			return nil, nil
 		}
@@ -326,8 +332,9 @@ func (pl *placement) abandon() {
 
 // place decides between in-place and a new scope (--scope), and sets up the
 // leaves. With a scope to make, spawn is called first: the processes it
-// starts go into the scope with nsrun and then into payload/.
-func place(ctx context.Context, p *runPlan, spawn func() ([]int, error)) (*placement, error) {
+// starts go into the scope with nsrun and then into payload/. The
+// connection to the manager comes from dial (dialEarly).
+func place(ctx context.Context, p *runPlan, dial *earlyDial, spawn func() ([]int, error)) (*placement, error) {
 	mount, err := cgv2.Mount()
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: fmt.Errorf("find the cgroup v2 hierarchy: %w", err)}
@@ -364,7 +371,7 @@ func place(ctx context.Context, p *runPlan, spawn func() ([]int, error)) (*place
 	if err != nil {
 		return nil, err
 	}
-	conn, err := units.Dial(ctx, p.manager)
+	conn, err := dial.get(ctx, p.manager)
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
