@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -27,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nsrun/nsrun/internal/fileutil"
 
 	"github.com/nsrun/nsrun/internal/box"
 )
@@ -74,10 +75,10 @@ func outer(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := copyFile(self, filepath.Join(dir, "nsrun-bench")); err != nil {
+	if err := fileutil.CopyExecutable(self, filepath.Join(dir, "nsrun-bench")); err != nil {
 		return err
 	}
-	if err := copyFile(*nsrun, filepath.Join(dir, "nsrun")); err != nil {
+	if err := fileutil.CopyExecutable(*nsrun, filepath.Join(dir, "nsrun")); err != nil {
 		return err
 	}
 
@@ -218,21 +219,4 @@ func cstr[T int8 | uint8](b []T) string {
 		s = append(s, byte(c))
 	}
 	return string(s)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

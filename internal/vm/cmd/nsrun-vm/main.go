@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nsrun/nsrun/internal/fileutil"
+
 	"github.com/nsrun/nsrun/internal/vm"
 )
 
@@ -112,7 +114,7 @@ func test(ctx context.Context, args []string) (int, error) {
 		return 0, err
 	}
 	for src, dst := range map[string]string{*nsrunBin: "nsrun", *testsBin: "nsrun-vm.test", *dropIn: "delegate.conf"} {
-		if err := copyFile(src, filepath.Join(share, dst)); err != nil {
+		if err := fileutil.CopyExecutable(src, filepath.Join(share, dst)); err != nil {
 			return 0, err
 		}
 	}
@@ -272,21 +274,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
