@@ -139,9 +139,16 @@ func driver(specJSON string) int {
 	}
 	started := make(chan error, 1)
 	done := make(chan result, 1)
+	// Held (NSEXEC_TEST_HOLD, hold_test.go): the test's signals are
+	// caught from before the child exists.
+	hold := holdSignals()
 	go func() {
 		runtime.LockOSThread()
-		if err := l.Start(); err != nil {
+		start := l.Start
+		if hold != nil {
+			start = func() error { return startHeld(l, hold) }
+		}
+		if err := start(); err != nil {
 			started <- err
 			return
 		}
@@ -150,6 +157,9 @@ func driver(specJSON string) int {
 		done <- result{st, err}
 	}()
 	if err := <-started; err != nil {
+		if errors.Is(err, errHoldEnded) {
+			return holdEndedStatus
+		}
 		fmt.Fprintf(os.Stderr, "driver: %v\n", err)
 		switch {
 		case errors.Is(err, nsexec.ErrCommandNotFound):

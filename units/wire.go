@@ -323,10 +323,11 @@ func (w *wire) startTransientUnit(ctx context.Context, name, mode string, props 
 	if err != nil {
 		return "", fmt.Errorf("encode StartTransientUnit: %w", err)
 	}
-	// The deadline ends blocked reads and writes when ctx ends.
-	if d, ok := ctx.Deadline(); ok {
-		_ = w.conn.SetDeadline(d)
-	}
+	// A deadline in the past ends blocked reads and writes once ctx ends.
+	// Only then: a socket deadline set to ctx's own deadline can fire
+	// before ctx's timer marks ctx done, and the read's "i/o timeout" was
+	// then reported as is, not as the job timeout (and jobTimedOut's reset
+	// skipped). AfterFunc runs after ctx.Err() is set.
 	stop := context.AfterFunc(ctx, func() { _ = w.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	fail := func(err error, replied bool) (string, error) {

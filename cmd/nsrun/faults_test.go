@@ -269,13 +269,18 @@ func TestFaultFewFDs(t *testing.T) {
 // host: then TestPidsFree covers the reading and RLIMIT_NPROC the rest).
 func TestFaultFewTasks(t *testing.T) {
 	requireBox(t)
-	u := boxUser(t)
 	t.Run("RLIMIT_NPROC", func(t *testing.T) {
+		u := nprocUser(t)
 		for _, extra := range []int{5, 15, 25, 40} {
 			t.Run(strconv.Itoa(extra), func(t *testing.T) {
 				unit := uniqueName(t, "e2e-fault-nproc")
 				before := boxMountTable(t)
-				// The limit: what the user runs now (threads count), plus extra.
+				if outside := tasksOutsideBox(t, u.UID); len(outside) > 0 {
+					t.Fatalf("tasks of uid %d outside the box would count against the limit: %v", u.UID, outside)
+				}
+				// The limit: what the user runs now (threads count), plus
+				// extra. The uid is this test's alone, so the box shows
+				// every task the kernel counts for it.
 				script := fmt.Sprintf(`n=$(ps -u $(id -u) -L --no-headers | wc -l); exec prlimit --nproc=$((n+%d)) %s -q --unit=%s --sandbox -- echo WORKLOAD RAN`, extra, nsrunBin, unit)
 				r := runFault(t, u, "sh", "-c", script)
 				switch {
@@ -320,6 +325,84 @@ func TestFaultFewTasks(t *testing.T) {
 		checkCleanError(t, r, "pids.max")
 		checkNothingLeft(t, nil, unit, before)
 	})
+}
+
+// nprocUser is a box user for the RLIMIT_NPROC test, with its user manager
+// running (stopped again when t ends). The kernel counts RLIMIT_NPROC per
+// real uid across the whole machine (the box has no user namespace), and
+// every box's first user is uid 1001: the box user of another suite
+// running at the same time would use up the few tasks the test leaves and
+// make nsrun's Go runtime crash before nsrun's own check can run. So this
+// user has a uid no other test process uses (box.OwnerUID).
+func nprocUser(t *testing.T) *box.User {
+	t.Helper()
+	ctx := context.Background()
+	u, err := testBox.EnsureUserID(ctx, "nsrun-e2e-nproc", box.OwnerUID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testBox.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testBox.StopUserManager(ctx, u); err != nil {
+			t.Error(err)
+		}
+		if state := showProps(t, nil, fmt.Sprintf("user@%d.service", u.UID), "ActiveState")["ActiveState"]; state != "inactive" {
+			t.Errorf("user@%d.service is %s after stopping it", u.UID, state)
+		}
+		waitFor(t, fmt.Sprintf("no task of uid %d left", u.UID), func() bool { return len(tasksOfUID(t, u.UID, "")) == 0 })
+	})
+	return &u
+}
+
+// tasksOfUID lists host processes whose real uid is uid (and their thread
+// counts), leaving out those in pid namespace notNS (when not "").
+func tasksOfUID(t *testing.T, uid int, notNS string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		var ruid, threads string
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+				if f := strings.Fields(v); len(f) > 0 {
+					ruid = f[0]
+				}
+			} else if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+				threads = strings.TrimSpace(v)
+			}
+		}
+		if ruid != strconv.Itoa(uid) {
+			continue
+		}
+		if ns, _ := os.Readlink("/proc/" + e.Name() + "/ns/pid"); notNS != "" && ns == notNS {
+			continue
+		}
+		found = append(found, e.Name()+" ("+threads+" threads)")
+	}
+	return found
+}
+
+// tasksOutsideBox lists host processes of uid outside the box's pid
+// namespace.
+func tasksOutsideBox(t *testing.T, uid int) []string {
+	t.Helper()
+	boxNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", testBox.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tasksOfUID(t, uid, boxNS)
 }
 
 // TestFaultFullUpper (F09, ENOSPC on the overlay's upper layer): a full

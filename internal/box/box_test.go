@@ -150,6 +150,46 @@ func TestUserManager(t *testing.T) {
 	}
 }
 
+// TestUserWithOwnUID: an account with the uid given (box.OwnerUID), its
+// user manager started and stopped again.
+func TestUserWithOwnUID(t *testing.T) {
+	b := startBox(t)
+	ctx := context.Background()
+	uid := box.OwnerUID()
+	u, err := b.EnsureUserID(ctx, "nsrun-test-uid", uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.UID != uid {
+		t.Fatalf("user %+v, want uid %d", u, uid)
+	}
+	if err := b.StartUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.RunAs(ctx, u, "sh", "-c", "id -u; systemctl --user is-system-running")
+	if want := strconv.Itoa(uid) + "\nrunning\n"; err != nil || out != want {
+		t.Errorf("as %s: got %q (%v), want %q", u.Name, out, err, want)
+	}
+	if again, err := b.EnsureUserID(ctx, "nsrun-test-uid", uid); err != nil || again != u {
+		t.Errorf("EnsureUserID again = %+v, %v; want %+v", again, err, u)
+	}
+	if _, err := b.EnsureUserID(ctx, "nsrun-test-uid", uid+1); err == nil {
+		t.Error("EnsureUserID with another uid for an existing account did not fail")
+	}
+	if err := b.StopUserManager(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	for _, unit := range []string{"user@" + strconv.Itoa(uid) + ".service", "user-runtime-dir@" + strconv.Itoa(uid) + ".service"} {
+		out, err := b.Run(ctx, "systemctl", "show", "--property=ActiveState", "--value", unit)
+		if err != nil || strings.TrimSpace(out) != "inactive" {
+			t.Errorf("%s after StopUserManager: %q %v, want inactive", unit, out, err)
+		}
+	}
+	if out, err := b.Run(ctx, "pgrep", "-u", strconv.Itoa(uid)); err == nil {
+		t.Errorf("processes of uid %d left after StopUserManager: %s", uid, out)
+	}
+}
+
 func TestCloseLeavesNothing(t *testing.T) {
 	testutil.RequireBox(t)
 	b, err := box.Start(context.Background(), box.Options{})

@@ -3,6 +3,7 @@ package box
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -24,10 +25,42 @@ func (u User) RuntimeDir() string { return "/run/user/" + strconv.Itoa(u.UID) }
 
 // EnsureUser returns the box account name, creating it (with subordinate id
 // ranges in /etc/subuid and /etc/subgid, as useradd does on Debian) when it
-// does not exist yet.
+// does not exist yet. useradd picks the uid: the first free one from 1000,
+// the same in every box, so the accounts of boxes running side by side share
+// a host uid (the box has no user namespace).
 func (b *Box) EnsureUser(ctx context.Context, name string) (User, error) {
+	return b.ensureUser(ctx, name, -1)
+}
+
+// EnsureUserID is EnsureUser with the uid (and, when free, the gid) given:
+// for a test that needs a uid no other box uses, such as one counting the
+// host-wide per-uid RLIMIT_NPROC. An existing account must have that uid.
+func (b *Box) EnsureUserID(ctx context.Context, name string, uid int) (User, error) {
+	if uid <= 0 || uid >= 1<<32-1 {
+		return User{}, fmt.Errorf("create user %s: uid %d out of range", name, uid)
+	}
+	u, err := b.ensureUser(ctx, name, uid)
+	if err == nil && u.UID != uid {
+		return User{}, fmt.Errorf("create user %s: it exists with uid %d, not %d", name, u.UID, uid)
+	}
+	return u, err
+}
+
+// OwnerUID is a uid for EnsureUserID that no other test process's box uses
+// while this process lives: 2,000,000,000 plus this process's pid. It lies
+// above the subordinate id ranges useradd hands out (SUB_UID_MAX is
+// 600,100,000) and outside the ranges systemd 252 gives a meaning (container
+// ranges end at 1,879,048,191; DynamicUser= is 61184-65519), and pid_max is
+// at most 2^22, so it stays below 2^31.
+func OwnerUID() int { return 2_000_000_000 + os.Getpid() }
+
+func (b *Box) ensureUser(ctx context.Context, name string, uid int) (User, error) {
 	if _, err := b.Run(ctx, "id", "-u", name); err != nil {
-		if _, err := b.Run(ctx, "useradd", "--no-log-init", "--create-home", "--user-group", "--shell", "/bin/sh", name); err != nil {
+		args := []string{"--no-log-init", "--create-home", "--user-group", "--shell", "/bin/sh"}
+		if uid >= 0 {
+			args = append(args, "--uid", strconv.Itoa(uid))
+		}
+		if _, err := b.Run(ctx, "useradd", append(args, name)...); err != nil {
 			return User{}, fmt.Errorf("create user %s: %w", name, err)
 		}
 	}
@@ -47,6 +80,16 @@ func (b *Box) EnsureUser(ctx context.Context, name string) (User, error) {
 		return User{}, fmt.Errorf("look up user %s: %w", name, err)
 	}
 	return u, nil
+}
+
+// StopUserManager stops user@UID.service for u and the user's runtime
+// directory (systemctl stop waits for the jobs to end).
+func (b *Box) StopUserManager(ctx context.Context, u User) error {
+	unit := fmt.Sprintf("user@%d.service", u.UID)
+	if _, err := b.Run(ctx, "systemctl", "stop", unit, fmt.Sprintf("user-runtime-dir@%d.service", u.UID)); err != nil {
+		return fmt.Errorf("stop %s: %w", unit, err)
+	}
+	return nil
 }
 
 // StartUserManager starts user@UID.service for u and waits until the user
