@@ -98,7 +98,7 @@ func (c *Conn) StartScope(ctx context.Context, spec ScopeSpec) error {
 	for {
 		var result string
 		if raw, via, authed := c.takeRaw(); raw != nil {
-			w := &wire{conn: raw, r: bufio.NewReaderSize(raw, 16<<10), via: via, authSent: authed}
+			w := &wire{conn: raw, r: bufio.NewReaderSize(newQuietReader(raw), 16<<10), via: via, authSent: authed}
 			result, err = w.startTransientUnit(ctx, spec.Name, "fail", props)
 			raw.Close() // nothing more to read: the job is done
 		} else {

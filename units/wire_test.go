@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,7 +273,7 @@ func TestEncodeCall(t *testing.T) {
 // reads the preamble and the call, answers OK, then sends msgs and closes.
 func fakeManager(t *testing.T, msgs ...[]byte) *wire {
 	t.Helper()
-	client, server := net.Pipe()
+	client, server := socketPair(t)
 	t.Cleanup(func() { client.Close() })
 	go func() {
 		defer server.Close()
@@ -291,7 +292,28 @@ func fakeManager(t *testing.T, msgs ...[]byte) *wire {
 		}
 		_, _ = server.Write(out)
 	}()
-	return &wire{conn: client, r: bufio.NewReader(client), via: "fake"}
+	return &wire{conn: client, r: bufio.NewReader(newQuietReader(client)), via: "fake"}
+}
+
+// socketPair returns both ends of a connected unix stream socket, as the
+// private socket is (the wire's quiet reader needs a file descriptor).
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f) // a duplicate: f is closed right after
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1]
 }
 
 func TestWireResults(t *testing.T) {
@@ -372,12 +394,12 @@ func TestWireAuthSentEarly(t *testing.T) {
 }
 
 func TestWireAuthRefused(t *testing.T) {
-	client, server := net.Pipe()
+	client, server := socketPair(t)
 	defer client.Close()
 	defer server.Close()
 	go func() { _, _ = io.Copy(io.Discard, server) }()
 	go func() { _, _ = server.Write([]byte("REJECTED EXTERNAL\r\n")) }()
-	w := &wire{conn: client, r: bufio.NewReader(client), via: "unix:path=/run/systemd/private"}
+	w := &wire{conn: client, r: bufio.NewReader(newQuietReader(client)), via: "unix:path=/run/systemd/private"}
 	_, err := w.startTransientUnit(context.Background(), "x.scope", "fail", nil)
 	var d *droppedError
 	if err == nil || errors.As(err, &d) || !strings.Contains(err.Error(), "/run/systemd/private") || !strings.Contains(err.Error(), "REJECTED") {
@@ -386,11 +408,11 @@ func TestWireAuthRefused(t *testing.T) {
 }
 
 func TestWireContextEnds(t *testing.T) {
-	client, server := net.Pipe()
+	client, server := socketPair(t)
 	defer client.Close()
 	defer server.Close()
 	go func() { _, _ = io.Copy(io.Discard, server) }() // reads, never answers
-	w := &wire{conn: client, r: bufio.NewReader(client), via: "fake"}
+	w := &wire{conn: client, r: bufio.NewReader(newQuietReader(client)), via: "fake"}
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	if _, err := w.startTransientUnit(ctx, "x.scope", "fail", nil); !errors.Is(err, context.Canceled) {
