@@ -128,14 +128,16 @@ func TestDeviceMatrix(t *testing.T) {
 }
 
 // TestLiveToggles: 300 live changes; after each the access is the new one
-// and the cgroup still holds one program, the same one.
+// and the cgroup holds one program of nsrun's, a new one in the old one's
+// place (BPF_F_REPLACE), and the programs replaced are freed.
 func TestLiveToggles(t *testing.T) {
 	b := requireBox(t)
 	cg := newCgroup(t, b.Cgroup(), "toggle")
 	if err := bpfdev.Attach(cg, policy(t, bpfdev.Spec{Mode: "closed"})); err != nil {
 		t.Fatal(err)
 	}
-	_, _, id := countAttached(t, cg)
+	_, _, first := countAttached(t, cg)
+	id := first
 	full := device{path: "/dev/full", typ: bpfdev.Char, major: 1, minor: 7, present: true}
 	null := device{path: "/dev/null", typ: bpfdev.Char, major: 1, minor: 3, present: true}
 	for i := 0; i < 300; i++ {
@@ -155,10 +157,12 @@ func TestLiveToggles(t *testing.T) {
 			t.Fatalf("toggle %d (%v): the other cells changed: read /dev/full %v, write /dev/null %v", i, op, res[1], res[2])
 		}
 		all, ours, now := countAttached(t, cg)
-		if all != 1 || ours != 1 || now != id {
-			t.Fatalf("toggle %d: %d programs, %d of nsrun's, id %d (was %d)", i, all, ours, now, id)
+		if all != 1 || ours != 1 || now == id {
+			t.Fatalf("toggle %d: %d programs, %d of nsrun's, id %d (was %d); want one new program", i, all, ours, now, id)
 		}
+		id = now
 	}
+	waitProgramGone(t, ebpfID(first))
 }
 
 // TestLiveSwapIsAtomic swaps between two policies while a process opens

@@ -16,9 +16,11 @@
 //
 // The program is the same for every policy: rules live in a hash map keyed
 // by type/major/minor, consulted under at most eight patterns (most specific
-// first), so a check costs the same for one rule or a thousand. The hash map
-// sits in the only slot of an array of maps; a live update builds a new hash
-// map and swaps the slot in one update, so no check sees a mix of policies.
+// first), so a check costs the same for one rule or a thousand. A live
+// update loads a new program over a new hash map and attaches it in the
+// old one's place with BPF_F_REPLACE, so no check sees a mix of policies.
+// (No array of maps holds the rules map: putting a map into one waits for
+// an RCU grace period, longer than systemd takes to make a scope.)
 //
 // Unprivileged callers cannot load device programs; for them a Policy is
 // enforced by a /dev holding only Policy.Nodes (nsexec's job) and the

@@ -107,14 +107,14 @@ func describe(id ebpf.ProgramID) (ProgramRef, error) {
 type ours struct {
 	prog   *ebpf.Program
 	id     ebpf.ProgramID
-	outer  *ebpf.Map
+	rules  *ebpf.Map
 	mapErr error // why a map of the program could not be opened
 }
 
 func (o *ours) Close() {
 	o.prog.Close()
-	if o.outer != nil {
-		o.outer.Close()
+	if o.rules != nil {
+		o.rules.Close()
 	}
 }
 
@@ -158,8 +158,8 @@ func findOurs(c *cgroup) ([]*ours, error) {
 				continue
 			}
 			mi, err := m.Info()
-			if err == nil && mi.Name == outerName && mi.Type == ebpf.ArrayOfMaps {
-				o.outer = m
+			if err == nil && mi.Name == rulesName && mi.Type == ebpf.Hash {
+				o.rules = m
 				break
 			}
 			if err != nil && o.mapErr == nil {
@@ -178,29 +178,14 @@ func closeAll(os []*ours) {
 	}
 }
 
-func innerSpec(n int) *ebpf.MapSpec {
+func rulesSpec(n int) *ebpf.MapSpec {
 	return &ebpf.MapSpec{
-		Name:       innerName,
+		Name:       rulesName,
 		Type:       ebpf.Hash,
 		KeySize:    keySize,
 		ValueSize:  valueSize,
 		MaxEntries: uint32(max(n, 1)),
 	}
-}
-
-// newRules makes a rules map holding t.
-func newRules(t Table) (*ebpf.Map, error) {
-	m, err := ebpf.NewMap(innerSpec(len(t)))
-	if err != nil {
-		return nil, fmt.Errorf("create rules map: %w", err)
-	}
-	for p, v := range t {
-		if err := m.Put(marshalKey(p), marshalVerdict(v)); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("fill rules map: %w", err)
-		}
-	}
-	return m, nil
 }
 
 // readRules reads the table out of a rules map.
@@ -225,80 +210,44 @@ func readRules(m *ebpf.Map) (Table, error) {
 	return t, nil
 }
 
-func (o *ours) rules() (Table, error) {
-	if o.outer == nil && o.mapErr != nil {
+func (o *ours) table() (Table, error) {
+	if o.rules == nil && o.mapErr != nil {
 		// Out of fds, say: the map is there but could not be opened.
 		return nil, fmt.Errorf("program %d: open its maps: %w", o.id, o.mapErr)
 	}
-	if o.outer == nil {
-		return nil, fmt.Errorf("program %d has no %s map", o.id, outerName)
+	if o.rules == nil {
+		return nil, fmt.Errorf("program %d has no %s map", o.id, rulesName)
 	}
-	var inner *ebpf.Map
-	if err := o.outer.Lookup(uint32(0), &inner); err != nil {
-		return nil, fmt.Errorf("look up rules of program %d: %w", o.id, err)
-	}
-	defer inner.Close()
-	return readRules(inner)
+	return readRules(o.rules)
 }
 
-// load makes the program and its maps for t.
+// load makes the rules map holding t and the program over it.
 //
-// Putting the rules map into the outer map's slot waits for an RCU grace
-// period (BPF_MAP_UPDATE_ELEM on a map-in-map synchronizes with running
-// programs), milliseconds, so it goes first, from a goroutine, while the
-// rules map is filled and the program loaded. Nothing can run the program
-// meanwhile (it is attached nowhere), so no check ever sees the rules map
-// half filled.
+// The program refers to the rules map itself, not through an array of
+// maps: putting a map into a map-in-map (BPF_MAP_UPDATE_ELEM) waits for an
+// RCU grace period (maybe_wait_bpf_programs), 4 to 16 ms measured in the
+// box, longer than systemd takes to make a scope when it has just made
+// another, so nsrun waited for it before it could attach (bench/README.md).
+// Nothing can run the program before it is attached, so no check ever sees
+// the map half filled.
 func load(t Table) (*ebpf.Program, *ebpf.Map, error) {
-	permission := func(err error) error {
+	rules, err := ebpf.NewMap(rulesSpec(len(t)))
+	if err != nil {
 		if !privileged() {
-			return fmt.Errorf("%w: %v", ErrPermission, err)
+			err = fmt.Errorf("%w: %v", ErrPermission, err)
 		}
-		return err
+		return nil, nil, fmt.Errorf("create rules map: %w", err)
 	}
-	rules, err := ebpf.NewMap(innerSpec(len(t)))
-	if err != nil {
-		return nil, nil, permission(fmt.Errorf("create rules map: %w", err))
-	}
-	defer rules.Close() // the outer map keeps it
-	outer, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       outerName,
-		Type:       ebpf.ArrayOfMaps,
-		KeySize:    4,
-		ValueSize:  4,
-		MaxEntries: 1,
-		InnerMap:   innerSpec(1),
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("create policy map: %w", err)
-	}
-	put := make(chan error, 1)
-	go func() { put <- outer.Put(uint32(0), rules) }()
-	prog, err := fillAndLoad(t, rules, outer)
-	if perr := <-put; perr != nil && err == nil {
-		err = fmt.Errorf("fill policy map: %w", perr)
-	}
-	if err != nil {
-		if prog != nil {
-			prog.Close()
-		}
-		outer.Close()
-		return nil, nil, err
-	}
-	return prog, outer, nil
-}
-
-// fillAndLoad writes t into the rules map and loads the program over the
-// outer map.
-func fillAndLoad(t Table, rules, outer *ebpf.Map) (*ebpf.Program, error) {
 	for p, v := range t {
 		if err := rules.Put(marshalKey(p), marshalVerdict(v)); err != nil {
-			return nil, fmt.Errorf("fill rules map: %w", err)
+			rules.Close()
+			return nil, nil, fmt.Errorf("fill rules map: %w", err)
 		}
 	}
 	insns := Instructions()
-	if err := insns.AssociateMap(outerName, outer); err != nil {
-		return nil, err
+	if err := insns.AssociateMap(rulesName, rules); err != nil {
+		rules.Close()
+		return nil, nil, err
 	}
 	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
 		Name:         ProgramName,
@@ -308,23 +257,23 @@ func fillAndLoad(t Table, rules, outer *ebpf.Map) (*ebpf.Program, error) {
 		License:      "GPL",
 	}, ebpf.ProgramOptions{})
 	if err != nil {
+		rules.Close()
 		if !privileged() {
 			err = fmt.Errorf("%w: %v", ErrPermission, err)
 		}
-		return nil, fmt.Errorf("load device program: %w", err)
+		return nil, nil, fmt.Errorf("load device program: %w", err)
 	}
-	return prog, nil
+	return prog, rules, nil
 }
 
 // Loaded is nsrun's device program loaded with a policy's rules, attached
-// nowhere yet. Loading is the slow half of Attach: filling the array of maps
-// waits for an RCU grace period in the kernel (BPF_MAP_UPDATE_ELEM on a
-// map-in-map synchronizes with running programs), which takes milliseconds.
-// It needs no cgroup, so a caller can load while it makes the cgroup, and
-// attach when it is there.
+// nowhere yet. Loading is the slow half of Attach (the library's feature
+// probes, the map, the verifier: about a millisecond); it needs no cgroup,
+// so a caller can load while it makes the cgroup, and attach when it is
+// there.
 type Loaded struct {
 	prog  *ebpf.Program
-	outer *ebpf.Map
+	rules *ebpf.Map
 	want  Table
 }
 
@@ -337,18 +286,18 @@ func Load(p *Policy) (*Loaded, error) {
 		return nil, fmt.Errorf("load device program: an unprivileged policy is enforced by /dev, not a program")
 	}
 	want := NewTable(p.Rules)
-	prog, outer, err := load(want)
+	prog, rules, err := load(want)
 	if err != nil {
 		return nil, err
 	}
-	return &Loaded{prog: prog, outer: outer, want: want}, nil
+	return &Loaded{prog: prog, rules: rules, want: want}, nil
 }
 
 // Close releases the program and its maps; an attached program stays in
 // force on its cgroup (the kernel holds it).
 func (l *Loaded) Close() {
 	l.prog.Close()
-	l.outer.Close()
+	l.rules.Close()
 }
 
 // Attach puts p in force on the cgroup dir: it loads nsrun's device program
@@ -382,16 +331,17 @@ func (l *Loaded) Attach(dir string) (retErr error) {
 	}
 	defer closeAll(old)
 
-	opts := link.RawAttachProgramOptions{
-		Target:  c.fd(),
-		Program: prog,
-		Attach:  ebpf.AttachCGroupDevice,
-		Flags:   unix.BPF_F_ALLOW_MULTI,
-	}
 	if len(old) > 0 {
-		opts.Anchor = link.ReplaceProgram(old[0].prog)
+		err = replace(c, old[0].prog, prog)
+	} else {
+		err = link.RawAttachProgram(link.RawAttachProgramOptions{
+			Target:  c.fd(),
+			Program: prog,
+			Attach:  ebpf.AttachCGroupDevice,
+			Flags:   unix.BPF_F_ALLOW_MULTI,
+		})
 	}
-	if err := link.RawAttachProgram(opts); err != nil {
+	if err != nil {
 		return fmt.Errorf("attach device program to %s: %w", dir, err)
 	}
 	info, err := prog.Info()
@@ -436,7 +386,7 @@ func verify(c *cgroup, id ebpf.ProgramID, want Table) error {
 		}
 		return fmt.Errorf("%w on %s: want nsrun's program %d alone, found %v", ErrNotInForce, c.dir, id, ids)
 	}
-	got, err := found[0].rules()
+	got, err := found[0].table()
 	if err != nil {
 		return fmt.Errorf("%w on %s: %v", ErrNotInForce, c.dir, err)
 	}
@@ -488,9 +438,12 @@ func Detach(dir string) error {
 }
 
 // Update changes the rules in force on the cgroup dir, live: it reads the
-// rules back from the kernel, applies ops (Table.Apply) and swaps the whole
-// rules map in one map update. A check sees either the old or the new rules,
-// never a mix, and the program stays the same (nothing is re-attached).
+// rules back from the kernel, applies ops (Table.Apply), loads a new
+// program over a new rules map and puts it in the old one's place in one
+// BPF_PROG_ATTACH with BPF_F_REPLACE (the kernel swaps the cgroup's
+// effective program array under RCU). A check sees either the old or the
+// new rules, never a mix, and there is never a moment with no program. If
+// the new rules cannot be read back as asked, the old program is put back.
 // It returns the rules now in force, read back.
 func Update(dir string, ops []Op) (Table, error) {
 	c, err := openCgroup(dir, true)
@@ -507,27 +460,46 @@ func Update(dir string, ops []Op) (Table, error) {
 		return nil, fmt.Errorf("update device policy of %s: %w (found %d)", dir, ErrNoProgram, len(found))
 	}
 	o := found[0]
-	t, err := o.rules()
+	t, err := o.table()
 	if err != nil {
 		return nil, fmt.Errorf("update device policy of %s: %w", dir, err)
 	}
 	for _, op := range ops {
 		t.Apply(op)
 	}
-	rules, err := newRules(t)
+	prog, rules, err := load(t)
 	if err != nil {
 		return nil, fmt.Errorf("update device policy of %s: %w", dir, err)
 	}
+	defer prog.Close()
 	defer rules.Close()
-	// One update of the outer map's only slot swaps every rule at once
-	// (fd arrays accept only BPF_ANY).
-	if err := o.outer.Update(uint32(0), rules, ebpf.UpdateAny); err != nil {
-		return nil, fmt.Errorf("update device policy of %s: swap rules: %w", dir, err)
+	if err := replace(c, o.prog, prog); err != nil {
+		return nil, fmt.Errorf("update device policy of %s: swap programs: %w", dir, err)
 	}
-	if err := verify(c, o.id, t); err != nil {
-		return nil, fmt.Errorf("update device policy of %s: %w", dir, err)
+	info, err := prog.Info()
+	if err == nil {
+		id, _ := info.ID()
+		err = verify(c, id, t)
+	}
+	if err != nil {
+		if rerr := replace(c, prog, o.prog); rerr != nil {
+			return nil, fmt.Errorf("update device policy of %s: %w (and putting program %d back: %v)", dir, err, o.id, rerr)
+		}
+		return nil, fmt.Errorf("update device policy of %s: %w (program %d put back)", dir, err, o.id)
 	}
 	return t, nil
+}
+
+// replace attaches prog to c in old's place (both nsrun's, legacy
+// attachments with BPF_F_ALLOW_MULTI).
+func replace(c *cgroup, old, prog *ebpf.Program) error {
+	return link.RawAttachProgram(link.RawAttachProgramOptions{
+		Target:  c.fd(),
+		Program: prog,
+		Attach:  ebpf.AttachCGroupDevice,
+		Flags:   unix.BPF_F_ALLOW_MULTI,
+		Anchor:  link.ReplaceProgram(old),
+	})
 }
 
 // State is the device policy on a cgroup as the kernel reports it.
@@ -571,7 +543,7 @@ func Inspect(dir string) (*State, error) {
 		}
 		ref.Cgroup = dir
 		s.Program = &ref
-		t, err := found[0].rules()
+		t, err := found[0].table()
 		if err != nil {
 			return nil, fmt.Errorf("inspect device policy of %s: %w", dir, err)
 		}

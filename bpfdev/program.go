@@ -11,8 +11,7 @@ import (
 // back identifies nsrun's program by them.
 const (
 	ProgramName = "nsrun_devices"
-	outerName   = "nsrun_devpol"   // array of maps, one slot: the rules
-	innerName   = "nsrun_devrules" // hash map: key -> verdict
+	rulesName   = "nsrun_devrules" // hash map: key -> verdict
 )
 
 // Map layout shared by the program and user space.
@@ -67,7 +66,6 @@ func unmarshalVerdict(b []byte) (Verdict, error) {
 
 // Stack slots of the program (offsets from r10).
 const (
-	slotIndex = -4  // u32 0: the outer map's only slot
 	slotKey   = -16 // the 12-byte key: type -16, major -12, minor -8
 	slotType  = -20 // the request, copied from the context
 	slotMajor = -24
@@ -79,14 +77,14 @@ const (
 // of a check is at most eight hash lookups, whatever the number of rules.
 //
 //	r9 = requested access, type/major/minor saved on the stack
-//	r6 = the rules map (outer[0]); none: deny
+//	r6 = the rules map
 //	r7 = allowed bits, r8 = decided bits
 //	for each of the eight patterns, most specific first (Table.Check):
 //	    v = lookup; if v: r7 |= v.allow &^ r8; r8 |= v.allow | v.deny
 //	    stop early once every requested bit is decided
 //	allow iff every requested bit is in r7
 //
-// The outer map is referenced by the symbol outerName.
+// The rules map is referenced by the symbol rulesName.
 func Instructions() asm.Instructions {
 	insns := asm.Instructions{
 		// struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; }
@@ -101,14 +99,7 @@ func Instructions() asm.Instructions {
 		asm.StoreMem(asm.RFP, slotMajor, asm.R3, asm.Word),
 		asm.LoadMem(asm.R3, asm.R1, 8, asm.Word),
 		asm.StoreMem(asm.RFP, slotMinor, asm.R3, asm.Word),
-		// r6 = outer[0]
-		asm.StoreImm(asm.RFP, slotIndex, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(outerName),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, slotIndex),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "deny"),
-		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.LoadMapPtr(asm.R6, 0).WithReference(rulesName),
 		asm.Mov.Imm(asm.R7, 0),
 		asm.Mov.Imm(asm.R8, 0),
 	}

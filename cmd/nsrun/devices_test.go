@@ -160,8 +160,14 @@ func TestDevicesCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if got := ruleStrings(rep); got != "c 1:3 !w; c 1:* r; c 10:232 rw" || rep.Program.ID != id {
+	// A live change puts a new program in the old one's place.
+	if got := ruleStrings(rep); got != "c 1:3 !w; c 1:* r; c 10:232 rw" || rep.Program.ID == id {
 		t.Fatalf("after --deny/--allow: rules %q program %d (was %d)", got, rep.Program.ID, id)
+	}
+	for _, p := range rep.InForce {
+		if p.ID == id {
+			t.Fatalf("after --deny/--allow: the replaced program %d is still in force: %+v", id, rep.InForce)
+		}
 	}
 	_, out, err = nsrunDevices(t, nil, unit)
 	if err != nil || !strings.Contains(out, "mechanism: bpf") || !strings.Contains(out, "c 10:232 rw") {

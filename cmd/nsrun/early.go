@@ -13,9 +13,9 @@ import (
 // before nsrun asks systemd for one and runs while systemd works, instead
 // of after:
 //
-//   - the device program loads (bpfdev.Load): filling its array of maps
-//     waits for an RCU grace period in the kernel, several milliseconds;
-//     only attaching it needs payload/;
+//   - the device program loads (bpfdev.Load): the library's feature
+//     probes, the rules map and the verifier, about a millisecond; only
+//     attaching it needs payload/;
 //   - the signal handlers go in: the Go runtime hands every signal to its
 //     signal thread and waits for it, a thread switch per signal.
 //

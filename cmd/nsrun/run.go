@@ -244,9 +244,8 @@ func runCommand(cmd *cobra.Command, o *runOptions, args []string) error {
 		ctx = context.Background()
 	}
 	// From here nsrun may open files and start threads of its own: the
-	// device program loads (its map-in-map update waits for an RCU grace
-	// period) and the connection to the manager authenticates while
-	// nsrun checks what it can enforce.
+	// device program loads and the connection to the manager
+	// authenticates while nsrun checks what it can enforce.
 	e := startEarly(p)
 	defer e.close()
 	dial := dialEarly(ctx, p)
