@@ -32,8 +32,6 @@ func (c *child) runInit(path string) error {
 	if _, err := unix.Setsid(); err != nil {
 		return childErr("setsid", err)
 	}
-	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwardedSignals...)...)
 	// The workload inherits ids, capabilities, no_new_privs and the filter
 	// from this thread; the init keeps them too (it needs none of what they
 	// take away).
@@ -41,8 +39,16 @@ func (c *child) runInit(path string) error {
 		return err
 	}
 	// The monitor (internal/monitor) takes over as PID 1 when the parent
-	// passed it; if its exec fails, the Go init below does the work.
-	c.execMonitorInit(path, sigs)
+	// passed it, with handlers of its own; if its exec fails, the Go init
+	// below does the work. Go's handlers go in only then: each signal Go
+	// enables is a round trip to its signal thread (1 ms for these 13, on
+	// the path to the workload). Until then a signal sent straight to this
+	// process ends the start as it does while the child is held (nsrun
+	// itself forwards nothing before {started}, and after setsid no
+	// terminal signals come).
+	c.execMonitorInit(path)
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwardedSignals...)...)
 	files := make([]uintptr, 3+s.PreserveFDs)
 	for i := range files {
 		files[i] = uintptr(i)
@@ -113,9 +119,10 @@ func (c *child) supervise(pid int, sigs chan os.Signal) message {
 // the workload inherits from this thread (ids, capabilities,
 // no_new_privs, the seccomp filter) is in place already and survives
 // execve. The forwarded signals and SIGCHLD are blocked on this (locked)
-// thread before the exec; what the Go handlers had queued is passed on as
-// pending=. It returns only if there is no monitor or its exec failed.
-func (c *child) execMonitorInit(path string, sigs chan os.Signal) {
+// thread before the exec, so one that comes meanwhile waits for the
+// monitor's handlers. It returns only if there is no monitor or its exec
+// failed.
+func (c *child) execMonitorInit(path string) {
 	fd, err := strconv.Atoi(os.Getenv(monitorFDEnv))
 	if err != nil || fd < 3 {
 		return
@@ -134,20 +141,6 @@ func (c *child) execMonitorInit(path string, sigs chan os.Signal) {
 	if err != nil {
 		return
 	}
-	var pending []os.Signal
-	var nums []int
-drain:
-	for {
-		select {
-		case sig := <-sigs:
-			pending = append(pending, sig)
-			if sig != syscall.SIGCHLD {
-				nums = append(nums, int(sig.(syscall.Signal)))
-			}
-		default:
-			break drain
-		}
-	}
 	syncFD := int(c.sync.Fd())
 	if _, err := unix.FcntlInt(uintptr(syncFD), unix.F_SETFD, 0); err == nil {
 		pty := "0"
@@ -159,17 +152,10 @@ drain:
 			"fds=" + strconv.Itoa(c.spec.PreserveFDs),
 			"pty=" + pty,
 			"sigs=" + monitor.List(block[1:]),
-			"pending=" + monitor.List(nums),
 			"path=" + path,
 			"--"}, c.spec.Argv...)
 		_ = monitor.Exec(mon, argv, c.spec.Env)
 		_, _ = unix.FcntlInt(uintptr(syncFD), unix.F_SETFD, unix.FD_CLOEXEC)
 	}
 	restore()
-	for _, sig := range pending {
-		select {
-		case sigs <- sig:
-		default:
-		}
-	}
 }

@@ -528,13 +528,14 @@ static void send_msg(struct buf *m)
  * reports the workload's end on the sync socket and exits with its status.
  *   sync=FD   the sync socket; fds=K preserved fds 3..3+K-1 (for the workload)
  *   pty=1     the workload's stdin is its controlling terminal
- *   sigs=...  forwarded; pending=... received during the hand-over
+ *   sigs=...  forwarded (blocked since before the exec: what came
+ *             meanwhile is pending, and the signalfd reads it)
  *   path=P    the resolved command; after "--": its argv. environ is its env.
  */
 static int do_init(int argc, char **argv)
 {
 	long syncfd = -1, nfds = 0, pty = 0;
-	const char *path = NULL, *sigs = "", *pending = "";
+	const char *path = NULL, *sigs = "";
 	int i;
 	for (i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
 		char *a = argv[i], *v = strchr(a, '=');
@@ -546,7 +547,6 @@ static int do_init(int argc, char **argv)
 		else if (!strcmp(a, "pty")) parse_num(v, &pty);
 		else if (!strcmp(a, "path")) path = v;
 		else if (!strcmp(a, "sigs")) sigs = v;
-		else if (!strcmp(a, "pending")) pending = v;
 	}
 	char **wargv = argv + i + 1;
 	if (i >= argc || !wargv[0] || !path || syncfd < 0)
@@ -632,10 +632,6 @@ static int do_init(int argc, char **argv)
 		send_msg(&m);
 	}
 	test_stop("monitor-init");
-	int pend[80], npend = parse_list(pending, pend, 80);
-	for (int j = 0; j < npend; j++)
-		if (pend[j] > 0)
-			kill(pid, pend[j]);
 	int ws = 0;
 	for (;;) {
 		int done = 0;
