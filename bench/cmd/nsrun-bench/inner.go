@@ -64,6 +64,12 @@ type innerResult struct {
 	// Launch holds launch-to-exit times of `true`, in nanoseconds, per
 	// scenario, in scenario order.
 	Launch []series
+	// Quiet holds the same, each launch after GapNS of quiet: what a
+	// launch costs when nothing ran just before (a cgroup move then waits
+	// for an RCU grace period, which a launch right after another finds
+	// just passed).
+	Quiet []series
+	GapNS int64
 	// Concurrency holds, per level, the same for K launches started at once.
 	Concurrency []concSeries
 	// Memory holds the launcher's own resident and proportional set size
@@ -89,6 +95,9 @@ func (r *innerResult) fail(name string, err error) {
 type series struct {
 	Name string
 	NS   []int64
+	// CPU holds, per launch, the user and system time of the launcher's
+	// own process tree (rusage of what it reaped: not systemd's PID 1).
+	CPU []int64
 }
 
 type concSeries struct {
@@ -117,6 +126,8 @@ func inner(args []string) error {
 	warmup := fs.Int("warmup", 5, "unmeasured runs per scenario first")
 	conc := fs.String("conc", "1,10,50,100", "concurrency levels (sandboxes started at once)")
 	memN := fs.Int("mem", 10, "sandboxes running at once for the memory figure (0: skip)")
+	quiet := fs.Int("quiet", 20, "runs per scenario after a quiet spell (0: skip)")
+	gap := fs.Duration("gap", 100*time.Millisecond, "the quiet spell before each of those runs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,8 +139,7 @@ func inner(args []string) error {
 	res := innerResult{Runs: *runs, Warmup: *warmup, Stderr: map[string]string{},
 		Failures: map[string]int{}, FirstError: map[string]string{}}
 
-	// Launch-to-exit, round robin so that drift of the machine hits every
-	// scenario alike; the starting scenario rotates each round.
+	// Launch-to-exit, back to back, then after a quiet spell each.
 	res.Launch = make([]series, len(sc))
 	for i, s := range sc {
 		res.Launch[i].Name = s.Name
@@ -137,18 +147,14 @@ func inner(args []string) error {
 			return err
 		}
 	}
-	for r := 0; r < *warmup+*runs; r++ {
-		for j := range sc {
-			i := (j + r) % len(sc)
-			start := time.Now()
-			if err := launch(sc[i].Wrap(trueBin)); err != nil {
-				res.fail(sc[i].Name, err)
-				continue
-			}
-			if r >= *warmup {
-				res.Launch[i].NS = append(res.Launch[i].NS, time.Since(start).Nanoseconds())
-			}
+	roundRobin(sc, trueBin, &res, res.Launch, *warmup, *runs, 0)
+	if *quiet > 0 {
+		res.GapNS = gap.Nanoseconds()
+		res.Quiet = make([]series, len(sc))
+		for i, s := range sc {
+			res.Quiet[i].Name = s.Name
 		}
+		roundRobin(sc, trueBin, &res, res.Quiet, 0, *quiet, *gap)
 	}
 
 	// Scaling: K sandboxes of a sleeping workload started at once, a few
@@ -205,15 +211,40 @@ func inner(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// launch runs argv to its exit; anything but status 0 is an error.
-func launch(argv []string) error {
+// roundRobin launches `true` under every scenario, runs times after
+// warmup unmeasured rounds, into out (one series per scenario), so that
+// drift of the machine hits every scenario alike; the starting scenario
+// rotates each round. With a gap, each launch comes after that long of
+// quiet.
+func roundRobin(sc []scenario, trueBin string, res *innerResult, out []series, warmup, runs int, gap time.Duration) {
+	for r := 0; r < warmup+runs; r++ {
+		for j := range sc {
+			i := (j + r) % len(sc)
+			time.Sleep(gap)
+			start := time.Now()
+			cpu, err := launch(sc[i].Wrap(trueBin))
+			if err != nil {
+				res.fail(sc[i].Name, err)
+				continue
+			}
+			if r >= warmup {
+				out[i].NS = append(out[i].NS, time.Since(start).Nanoseconds())
+				out[i].CPU = append(out[i].CPU, cpu.Nanoseconds())
+			}
+		}
+	}
+}
+
+// launch runs argv to its exit; anything but status 0 is an error. It
+// returns the CPU time (user and system) of argv's process tree.
+func launch(argv []string) (time.Duration, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		return 0, fmt.Errorf("%v: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return nil
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // launchOnce runs argv once and keeps its stderr for the report.

@@ -52,6 +52,8 @@ func outer(args []string) error {
 	warmup := fs.Int("warmup", 5, "unmeasured runs per scenario first")
 	conc := fs.String("conc", "1,10,50,100", "scaling levels (sleeping sandboxes started at once)")
 	memN := fs.Int("mem", 10, "sandboxes running at once for the memory figure (0: skip)")
+	quiet := fs.Int("quiet", 20, "runs per scenario after a quiet spell (0: skip)")
+	gap := fs.Duration("gap", 100*time.Millisecond, "the quiet spell before each of those runs")
 	results := fs.String("results", "bench/results", "directory for the report file (empty: do not write)")
 	device := fs.String("device", "", "file with the bpfdev device-open benchmark's output, to include")
 	strace := fs.Bool("strace", false, "also profile one `nsrun --sandbox -- true` with strace -f -c")
@@ -97,7 +99,7 @@ func outer(args []string) error {
 	fmt.Fprintf(os.Stderr, "nsrun-bench: measuring (%d warm-up + %d runs per scenario, concurrency %s)\n", *warmup, *runs, *conc)
 	cmd := b.Command(ctx, filepath.Join(dir, "nsrun-bench"), "inner",
 		"-nsrun="+filepath.Join(dir, "nsrun"), fmt.Sprint("-runs=", *runs), fmt.Sprint("-warmup=", *warmup),
-		"-conc="+*conc, fmt.Sprint("-mem=", *memN))
+		"-conc="+*conc, fmt.Sprint("-mem=", *memN), fmt.Sprint("-quiet=", *quiet), "-gap="+gap.String())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

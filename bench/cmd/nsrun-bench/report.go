@@ -33,6 +33,21 @@ func ratio(a, b int64) string {
 	return fmt.Sprintf("%.2fx", float64(a)/float64(b))
 }
 
+// launchTable prints medians, p90, CPU and the ratios of a launch pass.
+func launchTable(w io.Writer, all []series) {
+	med := map[string]int64{}
+	for _, s := range all {
+		med[s.Name] = quantile(s.NS, 0.5)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "launcher\tmedian\tp90\tCPU\tvs %s\tvs %s\t\n", refCombo, refScope)
+	for _, s := range all {
+		m := med[s.Name]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Name, ms(m), ms(quantile(s.NS, 0.9)), ms(quantile(s.CPU, 0.5)), ratio(m, med[refCombo]), ratio(m, med[refScope]))
+	}
+	tw.Flush()
+}
+
 func report(w io.Writer, e env, r innerResult, device, profile, plotNote string) {
 	fmt.Fprintf(w, "nsrun-bench %s\n", e.Date.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %s (host %s)\n", e.Machine, e.Host)
@@ -40,25 +55,22 @@ func report(w io.Writer, e env, r innerResult, device, profile, plotNote string)
 	fmt.Fprintf(w, "systemd: %s (PID 1 of the box)\n", e.Systemd)
 	fmt.Fprintf(w, "bwrap:   %s\n", e.Bwrap)
 	fmt.Fprintf(w, "nsrun:   %s (%s)\n", e.Nsrun, e.GoVer)
-	fmt.Fprintf(w, "\nLaunch to exit of `true`, %d runs each after %d warm-up, round robin, in ms:\n\n", r.Runs, r.Warmup)
-
-	med := map[string]int64{}
-	for _, s := range r.Launch {
-		med[s.Name] = quantile(s.NS, 0.5)
+	fmt.Fprintf(w, "\nLaunch to exit of `true`, %d runs each after %d warm-up, round robin, back to back, in ms;\n", r.Runs, r.Warmup)
+	fmt.Fprintf(w, "CPU: user + system time of the launcher's own process tree (what it reaped; not\n")
+	fmt.Fprintf(w, "systemd's PID 1, which makes each scope):\n\n")
+	launchTable(w, r.Launch)
+	if len(r.Quiet) > 0 {
+		fmt.Fprintf(w, "\nThe same after %s of quiet before each launch, %d runs each, round robin. A cgroup\n", time.Duration(r.GapNS), len(r.Quiet[0].NS))
+		fmt.Fprintf(w, "move (systemd's of the launcher into its scope) waits for an RCU grace period\n")
+		fmt.Fprintf(w, "unless another move has just passed one, as it has back to back:\n\n")
+		launchTable(w, r.Quiet)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "launcher\tmedian\tp90\tvs %s\tvs %s\t\n", refCombo, refScope)
-	for _, s := range r.Launch {
-		m := med[s.Name]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", s.Name, ms(m), ms(quantile(s.NS, 0.9)), ratio(m, med[refCombo]), ratio(m, med[refScope]))
-	}
-	tw.Flush()
 
 	if len(r.Concurrency) > 0 {
 		fmt.Fprintf(w, "\nScaling: K sandboxes of a sleeping workload (`sh -c 'echo ready; exec sleep N'`)\n")
 		fmt.Fprintf(w, "started at once; launch latency = start to the workload's first line, in ms;\n")
 		fmt.Fprintf(w, "launches/s = K / median time until the last of a round ran:\n\n")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "launcher\tK\tsamples\tp50\tp99\tp99 / p50 at K=1\tlaunches/s\t\n")
 		p50one := map[string]int64{}
 		for _, c := range r.Concurrency {
@@ -82,7 +94,7 @@ func report(w io.Writer, e env, r innerResult, device, profile, plotNote string)
 	if len(r.Memory) > 0 {
 		fmt.Fprintf(w, "\nMemory of the launcher's own processes (not the workload) per running sandbox,\n")
 		fmt.Fprintf(w, "from /proc/PID/smaps_rollup with %d sandboxes of `sleep` running at once, in KiB:\n\n", r.Memory[0].Sandboxes)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "launcher\tprocs/sandbox\tRSS\tPSS\tRSS vs bwrap\tPSS vs bwrap\t\n")
 		var bw memSample
 		for _, m := range r.Memory {
