@@ -272,8 +272,19 @@ func (l *Launch) Start() (retErr error) {
 // Release lets a held child (Hold, after Start returned) go on: it takes
 // its cgroup namespace where it now is, mounts its cgroup2, and starts the
 // workload. Release returns as Start does without Hold, under a new
-// Timeout; a failure kills and reaps the child.
-func (l *Launch) Release() (retErr error) {
+// Timeout; a failure kills and reaps the child. It is SendRelease, then
+// AwaitStart.
+func (l *Launch) Release() error {
+	if err := l.SendRelease(); err != nil {
+		return err
+	}
+	return l.AwaitStart()
+}
+
+// SendRelease is the first half of Release: it sends the release and
+// starts the Timeout. The child's answer is then read by AwaitStart, or by
+// whoever takes AwaitHandover (the monitor, which nsrun becomes).
+func (l *Launch) SendRelease() (retErr error) {
 	if !l.Hold || !l.held {
 		return fmt.Errorf("start sandbox: release of a child that is not held")
 	}
@@ -284,12 +295,22 @@ func (l *Launch) Release() (retErr error) {
 			l.cleanUp()
 		}
 	}()
-	timeout := l.timeout()
-	l.sync.setDeadline(time.Now().Add(timeout))
+	l.sync.setDeadline(time.Now().Add(l.timeout()))
 	if _, err := l.sync.Write([]byte{released}); err != nil {
-		return l.broken("release the sandbox", err, timeout)
+		return l.broken("release the sandbox", err, l.timeout())
 	}
-	return l.exchange(timeout)
+	return nil
+}
+
+// AwaitStart is the second half of Release: it waits until the workload
+// runs, or the child failed.
+func (l *Launch) AwaitStart() (retErr error) {
+	defer func() {
+		if retErr != nil {
+			l.cleanUp()
+		}
+	}()
+	return l.exchange(l.timeout())
 }
 
 // Abort kills a held child (Hold) that is not to be released, or reaps one
@@ -458,6 +479,27 @@ type Handover struct {
 	Sync     *os.File // nil without an init
 	Buffered []byte
 	Keep     []*os.File
+	// Timeout is, from AwaitHandover, how long the child may take to
+	// answer the release.
+	Timeout time.Duration
+}
+
+// AwaitHandover is Handover for a taker that also reads the child's answer
+// to the release (after SendRelease, instead of AwaitStart): the sync
+// socket comes whether or not an init will run, with the start Timeout
+// (the taker, prepared before the release, counts it from when it takes
+// over). The answer is one of the messages exchange reads:
+// {started} (an init runs: its {exit} follows), {exec} and the socket's end
+// (the workload itself runs), or {error}.
+func (l *Launch) AwaitHandover() Handover {
+	h := Handover{Sync: l.sync.f, Timeout: l.timeout()}
+	if l.record != nil {
+		h.Keep = append(h.Keep, l.record)
+	}
+	if l.dec != nil {
+		h.Buffered, _ = io.ReadAll(l.dec.Buffered())
+	}
+	return h
 }
 
 // Handover returns what the taker of the wait needs (see Handover). Call it

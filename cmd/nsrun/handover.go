@@ -30,8 +30,12 @@ type handover struct {
 }
 
 // newHandover prepares the hand-over, or returns nil when the Go loop
-// supervises: no monitor, or a pty relay (it stays Go).
-func newHandover(p *runPlan, pl *placement, w *watcher, cmd *exec.Cmd, launch *nsexec.Launch, relay *ptyRelay) *handover {
+// supervises: no monitor, or a pty relay (it stays Go). With await, the
+// sandbox child has just been released (nsexec Launch.SendRelease) and the
+// monitor reads its answer itself: {started} and on as usual, or a failed
+// start, which it reports as startError would (the message's prefix goes
+// along) after it undoes what abandon would.
+func newHandover(p *runPlan, pl *placement, w *watcher, cmd *exec.Cmd, launch *nsexec.Launch, relay *ptyRelay, await bool) *handover {
 	if relay != nil || !monitor.Available() {
 		return nil
 	}
@@ -53,6 +57,11 @@ func newHandover(p *runPlan, pl *placement, w *watcher, cmd *exec.Cmd, launch *n
 	}
 	if launch != nil {
 		hs := launch.Handover()
+		if await {
+			hs = launch.AwaitHandover()
+			argv = append(argv, "await="+strconv.FormatInt(max(hs.Timeout.Milliseconds(), 1), 10),
+				"timeout="+hs.Timeout.String(), "errprefix=start "+p.argv[0]+": ")
+		}
 		var fds []int
 		for _, f := range hs.Keep {
 			keep = append(keep, f)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,6 +171,12 @@ func TestMonitorTakesOver(t *testing.T) {
 				}
 				if cl := cmdlineOf(workload); len(cl) < 2 || cl[1] != monitor.InitArg {
 					t.Errorf("the init's command line is %q", cl)
+				}
+				// The child was held (a scope to make): the monitor took
+				// over right after its release and read {started} itself.
+				// (It splits KEY=V in place: /proc shows KEY and V.)
+				if cl := cmdlineOf(pid); !slices.Contains(cl, "await") {
+					t.Errorf("the monitor's command line %q has no await=: it did not take over at the release", cl)
 				}
 				if kids := childrenOf(workload); len(kids) != 1 || cmdlineOf(kids[0])[0] != "sh" {
 					t.Errorf("the init's children are %v", kids)

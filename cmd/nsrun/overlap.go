@@ -20,8 +20,13 @@ import (
 //	delegate.Setup: nsrun → supervisor/,  ◄──────────────────── {held}; blocks
 //	  child → payload/, controllers
 //	watcher, verify, device program
-//	release ───────────────────────────► Release: 'G' ────────► cgroup ns (rooted at
-//	                                                              payload/), cgroup2, workload
+//	release ───────────────────────────► SendRelease: 'G' ────► cgroup ns (rooted at
+//	                                     execve: the monitor    payload/), cgroup2, workload
+//	                                     (await=) reads ◄──────── {started} | {error}
+//
+// The execve of the monitor right after the release (no pty; handover.go)
+// overlaps the child's last steps; should it fail, AwaitStart reads the
+// answer in Go as before.
 //
 // Anything that fails before release aborts the child (killed, reaped):
 // the workload never ran. The child is not reaped before nsrun is done with
@@ -43,6 +48,10 @@ type heldSandbox struct {
 	waited   chan error // the workload's status
 	done     chan struct{}
 	decided  bool
+	// afterRelease runs on the locked goroutine right after the release is
+	// sent (set before proceed): the monitor's early hand-over, which
+	// returns only if its exec failed.
+	afterRelease func()
 	// afterStart runs on the locked goroutine once the workload started
 	// (set before proceed).
 	afterStart func()
@@ -93,7 +102,14 @@ func spawnHeld(p *runPlan) (*heldSandbox, error) {
 			close(h.done)
 			return
 		}
-		if err := launch.Release(); err != nil {
+		err = launch.SendRelease()
+		if err == nil && h.afterRelease != nil {
+			h.afterRelease()
+		}
+		if err == nil {
+			err = launch.AwaitStart()
+		}
+		if err != nil {
 			h.started <- err
 			close(h.done)
 			return

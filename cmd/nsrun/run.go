@@ -570,6 +570,17 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 	if pl.held != nil {
 		stopForTest("release")
 		waited = pl.held.waited
+		if !p.proc.pty {
+			// The monitor takes over as soon as the release is sent and
+			// reads the child's answer itself: its exec (about 1 ms, a
+			// multi-threaded Go process ending) overlaps the child's last
+			// steps instead of following them. Should the exec fail, the
+			// Go path below goes on as without it.
+			printWarnings(launch)
+			if h := newHandover(p, pl, w, cmd, launch, nil, true); h != nil {
+				pl.held.afterRelease = func() { _ = h.exec(sigs) }
+			}
+		}
 		pl.held.afterStart = takeOver
 		started <- pl.held.proceed()
 	} else {
@@ -597,15 +608,11 @@ func supervise(p *runPlan, pl *placement, e *early, allowDegraded bool) error {
 		relay.start()
 	}
 	stopForTest("started")
-	if launch != nil {
-		for _, warning := range launch.Warnings {
-			fmt.Fprintf(os.Stderr, "nsrun: warning: %s\n", warning)
-		}
-	}
+	printWarnings(launch)
 	// From here on the monitor does the rest (wait, forward, clean up) in
 	// place of this process, which it replaces; the Go loop below is the
 	// fallback (no monitor, the pty relay, a failed exec).
-	h := newHandover(p, pl, w, cmd, launch, relay)
+	h := newHandover(p, pl, w, cmd, launch, relay, false)
 	handover <- h
 	if h != nil {
 		if err := <-handoverErr; err != nil {
@@ -701,6 +708,18 @@ func randomHex(n int) string {
 // stopForTest stops nsrun (SIGSTOP) at a named point of its set-up when
 // NSRUN_TEST_STOP_AT names it, so tests can kill it exactly there and check
 // that nothing is left behind. It changes nothing else.
+// printWarnings prints what the sandbox child warned of while it set
+// itself up, once.
+func printWarnings(launch *nsexec.Launch) {
+	if launch == nil {
+		return
+	}
+	for _, warning := range launch.Warnings {
+		fmt.Fprintf(os.Stderr, "nsrun: warning: %s\n", warning)
+	}
+	launch.Warnings = nil
+}
+
 func stopForTest(point string) {
 	if os.Getenv("NSRUN_TEST_STOP_AT") == point {
 		// To this thread: it stops before it runs on. A SIGSTOP to the

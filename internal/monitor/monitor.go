@@ -18,7 +18,9 @@
 //     forked the workload (its parent-death signal is tied to that
 //     thread), with the forwarded signals blocked on that thread (the mask
 //     survives execve; the monitor reads them from a signalfd, so none is
-//     lost or kills it meanwhile).
+//     lost or kills it meanwhile). With a held sandbox child it does so
+//     right after the release (await=) and reads the child's answer to it
+//     itself, reporting a failed start as nsrun would.
 //   - init (argv[1] InitArg): PID 1 of a sandbox's pid namespace, exec'd by
 //     the Go sandbox child (nsexec) once everything is set up.
 //

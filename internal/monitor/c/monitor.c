@@ -386,6 +386,197 @@ static int exit_message(const char *text, long *status, long *sig)
 	return 0;
 }
 
+/* ---- supervise: the sandbox child's answer to its release ---- */
+
+/* json_str copies the JSON string value that follows key (which ends with
+ * the opening quote) in line into out, unescaped (\uXXXX only for ASCII,
+ * as Go's encoder writes it), and returns 1; 0 if key is not there. */
+static int json_str(const char *line, const char *key, char *out, size_t max)
+{
+	const char *p = strstr(line, key);
+	if (!p)
+		return 0;
+	p += strlen(key);
+	size_t n = 0;
+	while (*p && *p != '"' && n < max - 1) {
+		char c = *p++;
+		if (c == '\\' && *p) {
+			c = *p++;
+			switch (c) {
+			case 'n': c = '\n'; break;
+			case 't': c = '\t'; break;
+			case 'r': c = '\r'; break;
+			case 'b': c = '\b'; break;
+			case 'f': c = '\f'; break;
+			case 'u': {
+				int v = 0;
+				for (int i = 0; i < 4 && *p; i++, p++) {
+					char h = *p;
+					v = v * 16 + (h >= '0' && h <= '9' ? h - '0' : ((h | 32) - 'a' + 10) & 15);
+				}
+				c = v < 0x80 ? (char)v : '?';
+				break;
+			}
+			default: break; /* \" \\ \/ */
+			}
+		}
+		out[n++] = c;
+	}
+	out[n] = 0;
+	return 1;
+}
+
+static const char *errprefix = ""; /* "start ARGV0: ", as startError */
+
+/* start_failed reports a sandbox that did not start as cmd/nsrun's
+ * startError does (one line; 127 for a command not found, 126 for one not
+ * executable, else 125; nsexec.ChildError.Is decides which). */
+static int start_failed(const char *msg, const char *step, long errnum)
+{
+	struct buf m = {.n = 0};
+	bs(&m, "nsrun: ");
+	bs(&m, errprefix);
+	bs(&m, msg);
+	bs(&m, "\n");
+	put(2, m.b);
+	if (strcmp(step, "exec") == 0) {
+		if (errnum == ENOENT)
+			return 127;
+		if (errnum == EACCES || errnum == ENOEXEC || errnum == EISDIR)
+			return 126;
+	}
+	return 125;
+}
+
+/* child_gone kills and reaps the child whose sync socket ended without an
+ * answer and says how it ended, as nsexec's childGone does. */
+static int child_gone(long pid)
+{
+	int st = 0;
+	kill((pid_t)pid, SIGKILL);
+	while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR)
+		;
+	struct buf m = {.n = 0};
+	bs(&m, "start sandbox: wait for the workload to start: sandbox child died before the workload ran (");
+	if (WIFSIGNALED(st)) {
+		char name[64];
+		const char *d = strsignal(WTERMSIG(st));
+		size_t i = 0;
+		for (; d && d[i] && i < sizeof name - 1; i++)
+			name[i] = d[i];
+		name[i] = 0;
+		if (name[0] >= 'A' && name[0] <= 'Z')
+			name[0] |= 32; /* Go's "signal: killed" */
+		bs(&m, "signal: ");
+		bs(&m, name);
+	} else {
+		bs(&m, "exit status ");
+		bnum(&m, WEXITSTATUS(st));
+	}
+	bs(&m, ")");
+	return start_failed(m.b, "", 0);
+}
+
+/*
+ * await_start reads the released child's answer as nsexec's exchange does:
+ * {started} (an init runs; what follows it goes to rest, its {exit} comes
+ * later) returns 0; {exec} and then the socket's end (the child became the
+ * workload) returns 1; {error}, an end without {exec}, or no answer by the
+ * deadline is a failed start: reported, the child killed and reaped, and
+ * minus the exit status returned. Forwarded signals that come meanwhile
+ * are queued in q for after the start (the init is not ready for them).
+ */
+static int await_start(long pid, int syncfd, int sfd, long wait_ms, const char *timeout_text,
+		       struct buf *rest, int *q, int *nq, int maxq)
+{
+	static struct buf in;
+	int execing = 0;
+	long deadline = now_ms() + wait_ms;
+	in.n = 0;
+	in.b[0] = 0;
+	for (;;) {
+		char *nl;
+		while ((nl = memchr(in.b, '\n', in.n)) != NULL) {
+			*nl = 0;
+			char *line = in.b;
+			size_t used = (size_t)(nl - in.b) + 1;
+			if (strstr(line, "\"kind\":\"started\"")) {
+				rest->n = 0;
+				rest->b[0] = 0;
+				bs(rest, nl + 1);
+				return 0;
+			} else if (strstr(line, "\"kind\":\"exec\"")) {
+				execing = 1;
+			} else if (strstr(line, "\"kind\":\"warn\"")) {
+				char t[1024];
+				struct buf w = {.n = 0};
+				json_str(line, "\"text\":\"", t, sizeof t);
+				bs(&w, "nsrun: warning: ");
+				bs(&w, t);
+				bs(&w, "\n");
+				put(2, w.b);
+			} else if (strstr(line, "\"kind\":\"error\"")) {
+				char msg[2048], step[64];
+				kill((pid_t)pid, SIGKILL);
+				while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+					;
+				if (!json_str(line, "\"Msg\":\"", msg, sizeof msg))
+					return -start_failed("start sandbox: child failed without a reason", "", 0);
+				if (!json_str(line, "\"Step\":\"", step, sizeof step))
+					step[0] = 0;
+				const char *e = strstr(line, "\"Errno\":");
+				return -start_failed(msg, step, e ? strtol(e + 8, NULL, 10) : 0);
+			} else {
+				char kind[64];
+				struct buf m = {.n = 0};
+				if (!json_str(line, "\"kind\":\"", kind, sizeof kind))
+					kind[0] = 0;
+				kill((pid_t)pid, SIGKILL);
+				while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+					;
+				bs(&m, "start sandbox: unexpected message \"");
+				bs(&m, kind);
+				bs(&m, "\"");
+				return -start_failed(m.b, "", 0);
+			}
+			memmove(in.b, in.b + used, in.n - used + 1);
+			in.n -= used;
+		}
+		long left = deadline - now_ms();
+		if (left <= 0) {
+			struct buf m = {.n = 0};
+			kill((pid_t)pid, SIGKILL);
+			while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			bs(&m, "start sandbox: wait for the workload to start: the sandbox child did not answer within ");
+			bs(&m, timeout_text);
+			bs(&m, " (stopped or stuck); killed it");
+			return -start_failed(m.b, "", 0);
+		}
+		struct pollfd pf[2] = {{.fd = syncfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		if (poll(pf, 2, (int)left) < 0)
+			continue; /* EINTR; nothing else can fail here */
+		if (pf[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD && *nq < maxq)
+				q[(*nq)++] = (int)si.ssi_signo;
+		}
+		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			char t[1024];
+			ssize_t r = read(syncfd, t, sizeof t - 1);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			if (r <= 0)
+				return execing ? 1 : -child_gone(pid);
+			if (in.n + (size_t)r >= sizeof in.b) /* no answer is this long */
+				return -child_gone(pid);
+			memcpy(in.b + in.n, t, (size_t)r);
+			in.n += (size_t)r;
+			in.b[in.n] = 0;
+		}
+	}
+}
+
 /*
  * do_supervise is the end of nsrun's supervise() (cmd/nsrun/run.go) once
  * the workload runs: nsrun exec'd itself into this on the thread that
@@ -398,11 +589,15 @@ static int exit_message(const char *text, long *status, long *sig)
  *   sync=FD        with a sandbox init: the sync socket ({exit} comes on it)
  *   syncbuf=TEXT   what nsrun read from it and had not decoded yet
  *   keep=A,B       fds kept open for the sandbox's life (the record)
+ *   await=MS       pid is a sandbox child just released: read its answer on
+ *                  sync first (await_start), within MS; timeout=TEXT (the
+ *                  whole timeout, as Go writes it) and errprefix=TEXT (the
+ *                  start of a failed start's message) go with it
  */
 static int do_supervise(int argc, char **argv)
 {
-	long pid = 0, watch = -1, syncfd = -1;
-	const char *sigs = "", *pending = "", *syncbuf = "", *keeps = "";
+	long pid = 0, watch = -1, syncfd = -1, await_ms = 0;
+	const char *sigs = "", *pending = "", *syncbuf = "", *keeps = "", *timeout_text = "";
 	for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
 		char *a = argv[i], *v = strchr(a, '=');
 		if (!v)
@@ -417,6 +612,9 @@ static int do_supervise(int argc, char **argv)
 		else if (!strcmp(a, "sync")) parse_num(v, &syncfd);
 		else if (!strcmp(a, "syncbuf")) syncbuf = v;
 		else if (!strcmp(a, "keep")) keeps = v;
+		else if (!strcmp(a, "await")) parse_num(v, &await_ms);
+		else if (!strcmp(a, "timeout")) timeout_text = v;
+		else if (!strcmp(a, "errprefix")) errprefix = v;
 	}
 	prctl(PR_SET_NAME, "nsrun", 0, 0, 0);
 	if (pid <= 0 || !payload_dir || !supervisor_dir) {
@@ -440,6 +638,27 @@ static int do_supervise(int argc, char **argv)
 	}
 	test_stop("monitor");
 	int pend[80], npend = parse_list(pending, pend, 80);
+	if (await_ms > 0 && syncfd >= 0) {
+		static struct buf rest;
+		int r = await_start(pid, (int)syncfd, sfd, await_ms, timeout_text, &rest, pend, &npend, 80);
+		if (r < 0) {
+			/* What nsrun's abandon does: the child is gone already. */
+			kill_payload();
+			if (watch >= 0) {
+				write_all((int)watch, "d\n", 2);
+				close((int)watch);
+			}
+			rmdir(payload_dir);
+			rmdir(supervisor_dir);
+			return -r;
+		}
+		if (r == 1) {
+			close((int)syncfd); /* no init: no {exit} to come */
+			syncfd = -1;
+		}
+		syncbuf = rest.b;
+		test_stop("started");
+	}
 	for (int i = 0; i < npend; i++)
 		if (pend[i] > 0)
 			kill((pid_t)pid, pend[i]);
