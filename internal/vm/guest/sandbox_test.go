@@ -3,10 +3,15 @@
 package guest
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The device policy holds on the VM as on the box: as root without a
@@ -35,6 +40,64 @@ func TestDevicePolicy(t *testing.T) {
 				}
 			})
 		}
+	})
+	// nsrun devices --allow/--deny change the policy of a running workload
+	// by putting a new program in the old one's place (BPF_F_REPLACE) on
+	// this kernel too.
+	t.Run("root-live-change", func(t *testing.T) {
+		var st unix.Stat_t
+		if err := unix.Stat(disk, &st); err != nil {
+			t.Fatal(err)
+		}
+		rule := fmt.Sprintf("b %d:%d r", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		unit := "vm-dev-live"
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := command(ctx, root, nsrunBin(), "run", "--system", "--unit="+unit, "-q", "--device-policy=closed", "--",
+			"/bin/sh", "-c", "while read x; do if head -c1 "+disk+" >/dev/null 2>&1; then echo yes; else echo no; fi; done")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewReader(stdout)
+		read := func(when string) string {
+			fmt.Fprintln(stdin, "x")
+			line, err := lines.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: the workload said nothing: %v", when, err)
+			}
+			return strings.TrimSpace(line)
+		}
+		devices := func(arg string) {
+			r := run(command(ctx, root, nsrunBin(), "devices", "--system", unit, arg))
+			t.Logf("nsrun devices %s %s: %s", unit, arg, r)
+			if r.code != 0 {
+				t.Fatalf("nsrun devices %s: %s", arg, r)
+			}
+		}
+		if got := read("before"); got != "no" {
+			t.Errorf("%s readable under the closed policy", disk)
+		}
+		devices("--allow=" + rule)
+		if got := read("after --allow"); got != "yes" {
+			t.Errorf("%s not readable after --allow=%s", disk, rule)
+		}
+		devices("--deny=" + rule)
+		if got := read("after --deny"); got != "no" {
+			t.Errorf("%s readable after --deny=%s", disk, rule)
+		}
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("nsrun: %v", err)
+		}
+		assertGone(t, root, unit+".scope")
 	})
 	forBoth(t, func(t *testing.T, w who) {
 		r := nsrun(t, w, "vm-dev-sandbox-"+w.String(), "--sandbox", "--", "/bin/sh", "-c",
