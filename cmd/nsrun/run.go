@@ -727,9 +727,6 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// stopForTest stops nsrun (SIGSTOP) at a named point of its set-up when
-// NSRUN_TEST_STOP_AT names it, so tests can kill it exactly there and check
-// that nothing is left behind. It changes nothing else.
 // printWarnings prints what the sandbox child warned of while it set
 // itself up, once.
 func printWarnings(launch *nsexec.Launch) {
@@ -742,6 +739,9 @@ func printWarnings(launch *nsexec.Launch) {
 	launch.Warnings = nil
 }
 
+// stopForTest stops nsrun (SIGSTOP) at a named point of its set-up when
+// NSRUN_TEST_STOP_AT names it, so tests can kill it exactly there and check
+// that nothing is left behind. It changes nothing else.
 func stopForTest(point string) {
 	if os.Getenv("NSRUN_TEST_STOP_AT") == point {
 		// To this thread: it stops before it runs on. A SIGSTOP to the
