@@ -292,31 +292,35 @@ func TestScopeUserManager(t *testing.T) {
 	testScopeInManager(t, &u)
 }
 
-// TestExitStatus checks the exit status contract of cli.md.
+// TestExitStatus checks the exit status contract of cli.md, without and
+// with a sandbox (there a failed exec of the workload is reported by the
+// monitor, which takes over at the release).
 func TestExitStatus(t *testing.T) {
 	requireBox(t)
-	for _, tc := range []struct {
-		name string
-		args []string
-		want int
-	}{
-		{"success", []string{"true"}, 0},
-		{"own status", []string{"sh", "-c", "exit 7"}, 7},
-		{"status 255", []string{"sh", "-c", "exit 255"}, 255},
-		{"SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15},
-		{"SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
-		{"not found", []string{"/nonexistent/cmd"}, 127},
-		{"not executable", []string{"/etc/passwd"}, 126},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			unit := uniqueName(t, "e2e-exit")
-			args := append([]string{"-q", "--unit=" + unit, "--"}, tc.args...)
-			out, err := nsrun(context.Background(), nil, args...).CombinedOutput()
-			if code := exitCode(t, err); code != tc.want {
-				t.Errorf("nsrun %s exited %d, want %d; output %q", strings.Join(tc.args, " "), code, tc.want, out)
-			}
-			waitUnitGone(t, nil, unit+".scope")
-		})
+	for _, mode := range [][]string{nil, {"--sandbox"}} {
+		for _, tc := range []struct {
+			name string
+			args []string
+			want int
+		}{
+			{"success", []string{"true"}, 0},
+			{"own status", []string{"sh", "-c", "exit 7"}, 7},
+			{"status 255", []string{"sh", "-c", "exit 255"}, 255},
+			{"SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15},
+			{"SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
+			{"not found", []string{"/nonexistent/cmd"}, 127},
+			{"not executable", []string{"/etc/passwd"}, 126},
+		} {
+			t.Run(fmt.Sprint(tc.name, mode), func(t *testing.T) {
+				unit := uniqueName(t, "e2e-exit")
+				args := append(append(append([]string{"-q", "--unit=" + unit}, mode...), "--"), tc.args...)
+				out, err := nsrun(context.Background(), nil, args...).CombinedOutput()
+				if code := exitCode(t, err); code != tc.want {
+					t.Errorf("nsrun %s exited %d, want %d; output %q", strings.Join(args, " "), code, tc.want, out)
+				}
+				waitUnitGone(t, nil, unit+".scope")
+			})
+		}
 	}
 }
 
