@@ -10,16 +10,13 @@ import (
 
 // A sandbox child takes about as long to set itself up (Go start, id
 // maps, mounts, pivot_root) as systemd takes to make a scope, so with a
-// scope to make nsrun clones it while systemd works and lets both run at
-// once (as root the call goes out beside the clone, with PIDs=[nsrun]:
-// root moves the child into payload/ itself; a user manager needs the
-// child in the call, so then the clone comes first):
+// scope to make nsrun clones it first and lets both run at once:
 //
 //	nsrun (main)                         locked goroutine      sandbox child
 //	spawnHeld ─────────────────────────► clone3 (caller's cgroup,
 //	                                       Pdeathsig) ───────► Go start
-//	Dial, StartScope PIDs=[nsrun(, child)] id maps, spec ─────► namespaces, mounts,
-//	  (systemd moves them into the scope)                        pivot_root, pty, look-up
+//	Dial, StartScope PIDs=[nsrun, child]  id maps, spec ──────► namespaces, mounts,
+//	  (systemd moves both into the scope)                        pivot_root, pty, look-up
 //	delegate.Setup: nsrun → supervisor/,  ◄──────────────────── {held}; blocks
 //	  child → payload/, controllers
 //	watcher, verify, device program

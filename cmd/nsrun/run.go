@@ -366,43 +366,21 @@ func place(ctx context.Context, p *runPlan, dial *earlyDial, spawn func() ([]int
 	if err := checkScopeTasksMax(mount, p.scope.Properties, p.spec != nil); err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
 	}
-	// A sandbox child that is not yet running the workload goes into the
-	// scope with nsrun, before the workload exists, so the workload never
-	// runs outside it. Root moves the child into payload/ itself (below), so
-	// it is cloned while systemd makes the scope, and the call goes out at
-	// once; a user manager must move it (a user may not take a process out
-	// of a cgroup it does not own, as its login session's), so then it is in
-	// the call.
-	var payload []int
-	var spawnErr error
-	spawned := make(chan struct{})
-	if os.Geteuid() == 0 {
-		go func() {
-			defer close(spawned)
-			payload, spawnErr = spawn()
-		}()
-	} else {
-		payload, spawnErr = spawn()
-		close(spawned)
-		if spawnErr != nil {
-			return nil, spawnErr
-		}
-		p.scope.PIDs = payload
+	payload, err := spawn()
+	if err != nil {
+		return nil, err
 	}
 	conn, err := dial.get(ctx, p.manager)
-	if err == nil {
-		defer conn.Close() // nothing more to ask once the scope runs
-		p.scope.PIDs = append([]int{os.Getpid()}, p.scope.PIDs...)
-		if err = conn.StartScope(ctx, p.scope); err != nil {
-			err = withHint(err)
-		}
-	}
-	<-spawned
-	if spawnErr != nil {
-		return nil, spawnErr
-	}
 	if err != nil {
 		return nil, &exitError{code: exitNsrunFailed, err: err}
+	}
+	defer conn.Close() // nothing more to ask once the scope runs
+	// nsrun moves itself (and a sandbox child that is not yet running the
+	// workload) into the scope before the workload exists, so the workload
+	// never runs outside it.
+	p.scope.PIDs = append([]int{os.Getpid()}, payload...)
+	if err := conn.StartScope(ctx, p.scope); err != nil {
+		return nil, &exitError{code: exitNsrunFailed, err: withHint(err)}
 	}
 	stopForTest("scope")
 	// systemd moved nsrun into the scope: its own cgroup names the scope's
