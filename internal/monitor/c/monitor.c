@@ -448,14 +448,21 @@ static int start_failed(const char *msg, const char *step, long errnum)
 	return 125;
 }
 
-/* child_gone kills and reaps the child whose sync socket ended without an
- * answer and says how it ended, as nsexec's childGone does. */
-static int child_gone(long pid)
+/* kill_child kills and reaps the released child; its wait status. */
+static int kill_child(long pid)
 {
 	int st = 0;
 	kill((pid_t)pid, SIGKILL);
 	while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR)
 		;
+	return st;
+}
+
+/* child_gone kills and reaps the child whose sync socket ended without an
+ * answer and says how it ended, as nsexec's childGone does. */
+static int child_gone(long pid)
+{
+	int st = kill_child(pid);
 	struct buf m = {.n = 0};
 	bs(&m, "start sandbox: wait for the workload to start: sandbox child died before the workload ran (");
 	if (WIFSIGNALED(st)) {
@@ -517,9 +524,7 @@ static int await_start(long pid, int syncfd, int sfd, long wait_ms, const char *
 				put(2, w.b);
 			} else if (strstr(line, "\"kind\":\"error\"")) {
 				char msg[2048], step[64];
-				kill((pid_t)pid, SIGKILL);
-				while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-					;
+				kill_child(pid);
 				if (!json_str(line, "\"Msg\":\"", msg, sizeof msg))
 					return -start_failed("start sandbox: child failed without a reason", "", 0);
 				if (!json_str(line, "\"Step\":\"", step, sizeof step))
@@ -531,9 +536,7 @@ static int await_start(long pid, int syncfd, int sfd, long wait_ms, const char *
 				struct buf m = {.n = 0};
 				if (!json_str(line, "\"kind\":\"", kind, sizeof kind))
 					kind[0] = 0;
-				kill((pid_t)pid, SIGKILL);
-				while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-					;
+				kill_child(pid);
 				bs(&m, "start sandbox: unexpected message \"");
 				bs(&m, kind);
 				bs(&m, "\"");
@@ -545,9 +548,7 @@ static int await_start(long pid, int syncfd, int sfd, long wait_ms, const char *
 		long left = deadline - now_ms();
 		if (left <= 0) {
 			struct buf m = {.n = 0};
-			kill((pid_t)pid, SIGKILL);
-			while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-				;
+			kill_child(pid);
 			bs(&m, "start sandbox: wait for the workload to start: the sandbox child did not answer within ");
 			bs(&m, timeout_text);
 			bs(&m, " (stopped or stuck); killed it");
